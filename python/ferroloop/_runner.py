@@ -1,0 +1,64 @@
+"""``ferroloop.run``: asyncio.run on a ferroloop loop, for every supported
+Python version."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from asyncio import coroutines, events, tasks
+
+from ._policy import new_event_loop
+
+
+def run(main, *, debug=None):
+    """Run the coroutine ``main`` on a new ferroloop loop and return its
+    result, exactly as ``asyncio.run(main, debug=debug)`` does on this
+    Python version: remaining tasks are cancelled, async generators and the
+    default executor are shut down, and the loop is closed. On 3.11 and
+    later, Ctrl-C cancels ``main`` and then raises KeyboardInterrupt."""
+    if events._get_running_loop() is not None:
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+            return runner.run(main)
+    return _run_310(main, debug)
+
+
+def _run_310(main, debug):
+    """asyncio.run as Python 3.10 defines it (no Runner yet)."""
+    if not coroutines.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    loop = new_event_loop()
+    try:
+        events.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_remaining_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            events.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_remaining_tasks(loop):
+    pending = tasks.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(tasks.gather(*pending, return_exceptions=True))
+    for task in pending:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )

@@ -1,0 +1,761 @@
+//! `LoopCore`: the native half of ferroloop's event loop. It owns the ready
+//! queue, the timer heap, the fd registry and the poller, and runs
+//! iterations; the Python class `ferroloop.EventLoop` derives from it and
+//! adds the orchestration asyncio writes in Python (lifecycle, executors,
+//! exception handling, signals, socket coroutines).
+//!
+//! One iteration (`run_once`) reads top-down like asyncio's `_run_once`:
+//! drop cancelled timers, compute the poll timeout, poll, queue the I/O
+//! callbacks, queue the due timers, then run exactly the callbacks that were
+//! ready when the batch began.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::gc::PyVisit;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyTuple};
+use pyo3::PyTraverseError;
+
+use crate::clock;
+use crate::errors::{loop_closed, os_error};
+use crate::fd_registry::{Direction, FdRegistry, WAKER_TOKEN};
+use crate::gil_cell::GilCell;
+use crate::handles::{Handle, TimerHandle};
+use crate::py_helpers;
+use crate::sys::{Events, Interest, Poller, Waker};
+use crate::timers::TimerHeap;
+
+/// asyncio's cap on one poll's timeout (a day), so a far-away timer never
+/// overflows the poller's millisecond argument.
+const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+
+#[derive(Default)]
+struct LoopState {
+    ready: VecDeque<Py<Handle>>,
+    timers: TimerHeap,
+    fds: FdRegistry,
+}
+
+#[pyclass(module = "ferroloop._core", subclass, frozen)]
+pub struct LoopCore {
+    state: GilCell<LoopState>,
+    poller: Poller,
+    waker: Waker,
+    closed: AtomicBool,
+    stopping: AtomicBool,
+    debug: AtomicBool,
+    /// Set while the loop may block in the poller; `call_soon_threadsafe`
+    /// writes to the waker only then, so a busy loop is never woken.
+    sleeping: AtomicBool,
+    /// `threading.get_ident()` of the thread running the loop, 0 when idle.
+    thread_id: AtomicU64,
+    /// The handle being run, in debug mode (asyncio's `_current_handle`).
+    current_handle: GilCell<Option<Py<Handle>>>,
+    clock_resolution: f64,
+}
+
+/// `threading.get_ident()`.
+fn current_thread_ident() -> u64 {
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// Drops Python references after the state borrow has ended: releasing the
+/// last reference runs finalizers, which may call back into the loop.
+fn release<T>(garbage: Vec<T>) {
+    drop(garbage);
+}
+
+impl LoopCore {
+    #[inline]
+    pub(crate) fn debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
+        self.state.with(py, |st| st.timers.note_cancelled());
+    }
+
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            Err(loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_thread(&self) -> PyResult<()> {
+        let owner = self.thread_id.load(Relaxed);
+        if owner != 0 && owner != current_thread_ident() {
+            return Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::new(
+            slf.py(),
+            callback,
+            args,
+            context,
+            slf.as_any(),
+            slf.get().debug(),
+        )
+    }
+
+    fn push_ready(&self, py: Python<'_>, handle: &Py<Handle>) {
+        let handle = handle.clone_ref(py);
+        self.state.with(py, |st| st.ready.push_back(handle));
+    }
+
+    fn wake_if_sleeping(&self) {
+        if self.sleeping.swap(false, SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            // asyncio routes call_later through call_at, so both report call_at.
+            py_helpers::check_callback(py, &callback, "call_at")?;
+        }
+        let base = Self::new_handle(slf, callback, args, context)?;
+        let timer = TimerHandle::create(py, when, base)?;
+        timer.get().set_scheduled(true);
+        let queued = timer.clone_ref(py);
+        this.state.with(py, |st| st.timers.push(queued, when));
+        Ok(timer)
+    }
+
+    // ---- one iteration -------------------------------------------------
+
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+
+        let mut timer_garbage = Vec::new();
+        this.state
+            .with(py, |st| st.timers.purge_cancelled(py, &mut timer_garbage));
+        release(timer_garbage);
+
+        let timeout_ms = this.poll_timeout(py)?;
+        let mut events = Events::new();
+        this.poll(py, &mut events, timeout_ms)?;
+
+        let mut garbage = Vec::new();
+        let woken = this.state.with(py, |st| {
+            let mut woken = false;
+            for event in events.iter() {
+                if event.token == WAKER_TOKEN {
+                    woken = true;
+                } else {
+                    st.fds
+                        .dispatch(py, &this.poller, event, &mut st.ready, &mut garbage);
+                }
+            }
+            woken
+        });
+        release(garbage);
+        if woken {
+            for signum in this.waker.drain() {
+                slf.call_method1(intern!(py, "_handle_signal"), (signum,))?;
+            }
+        }
+
+        this.queue_due_timers(py);
+        Self::run_ready(slf)
+    }
+
+    /// The poll timeout in milliseconds (-1: no timer, wait for I/O), and
+    /// the `sleeping` flag raised when the poll may block. Python signal
+    /// handlers get their chance first, so a Ctrl-C that arrived while
+    /// native code ran is not left waiting behind a long poll.
+    fn poll_timeout(&self, py: Python<'_>) -> PyResult<i32> {
+        let busy = self.state.with(py, |st| !st.ready.is_empty()) || self.stopping.load(Relaxed);
+        if !busy {
+            // SAFETY: plain C call; the GIL is held.
+            if unsafe { ffi::PyErr_CheckSignals() } != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        let now = clock::monotonic();
+        Ok(self.state.with(py, |st| {
+            if !st.ready.is_empty() || self.stopping.load(Relaxed) {
+                return 0;
+            }
+            // From here on a thread that queues a callback must wake us.
+            self.sleeping.store(true, SeqCst);
+            match st.timers.next_deadline() {
+                None => -1,
+                Some(when) => {
+                    let seconds = (when - now).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
+                    // Round up, as the stdlib selector does, so we never wake
+                    // before the deadline and spin.
+                    (seconds * 1e3).ceil() as i32
+                }
+            }
+        }))
+    }
+
+    fn poll(&self, py: Python<'_>, events: &mut Events, timeout_ms: i32) -> PyResult<()> {
+        let result = if timeout_ms == 0 {
+            self.poller.wait(events, 0)
+        } else {
+            let poller = &self.poller;
+            let result = py.detach(|| poller.wait(events, timeout_ms));
+            self.sleeping.store(false, SeqCst);
+            result
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::EINTR) => {
+                events.clear();
+                // Run Python-level signal handlers now; KeyboardInterrupt
+                // leaves the loop as it leaves asyncio's select().
+                // SAFETY: plain C call; the GIL is held.
+                if unsafe { ffi::PyErr_CheckSignals() } != 0 {
+                    return Err(PyErr::fetch(py));
+                }
+                Ok(())
+            }
+            Err(err) => Err(os_error(&err)),
+        }
+    }
+
+    fn queue_due_timers(&self, py: Python<'_>) {
+        let end_time = clock::monotonic() + self.clock_resolution;
+        let mut garbage = Vec::new();
+        self.state.with(py, |st| {
+            while let Some(timer) = st.timers.pop_due(end_time) {
+                let timer = timer.into_bound(py);
+                if timer.as_super().get().is_cancelled() {
+                    st.timers.note_popped_cancelled();
+                    garbage.push(timer.unbind());
+                } else {
+                    st.ready.push_back(timer.into_super().unbind());
+                }
+            }
+        });
+        release(garbage);
+    }
+
+    /// Runs the callbacks that are ready now; those they schedule wait for
+    /// the next iteration.
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let ntodo = this.state.with(py, |st| st.ready.len());
+        for _ in 0..ntodo {
+            let Some(handle) = this.state.with(py, |st| st.ready.pop_front()) else {
+                break;
+            };
+            let handle = handle.into_bound(py);
+            if handle.get().is_cancelled() {
+                continue;
+            }
+            if this.debug() {
+                Self::run_handle_debug(slf, &handle)?;
+            } else {
+                Handle::run(&handle)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Debug mode: remember the running handle and report it when it takes
+    /// longer than `slow_callback_duration`, as asyncio does.
+    fn run_handle_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        drop(
+            this.current_handle
+                .replace(py, Some(handle.clone().unbind())),
+        );
+        let started = clock::monotonic();
+        let outcome = Handle::run(handle);
+        let elapsed = clock::monotonic() - started;
+        drop(this.current_handle.replace(py, None));
+        outcome?;
+        let threshold: f64 = slf
+            .getattr(intern!(py, "slow_callback_duration"))?
+            .extract()?;
+        if elapsed >= threshold {
+            py_helpers::log_slow_callback_fn(py)?.call1((handle, elapsed))?;
+        }
+        Ok(())
+    }
+
+    // ---- fd callbacks --------------------------------------------------
+
+    /// The fd number the way asyncio's `_ensure_fd_no_transport` reads it:
+    /// an int as is, otherwise `int(obj.fileno())`. Negative values are
+    /// rejected later, where asyncio rejects them.
+    fn raw_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+        if obj.is_instance_of::<PyInt>() {
+            return obj.extract();
+        }
+        let py = obj.py();
+        let number = obj
+            .call_method0(intern!(py, "fileno"))
+            .and_then(|n| py.get_type::<PyInt>().call1((n,)))
+            .and_then(|n| n.extract::<i64>());
+        number.map_err(|err| {
+            let py = obj.py();
+            let wrong_type = err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                || err.is_instance_of::<PyTypeError>(py)
+                || err.is_instance_of::<PyValueError>(py);
+            if wrong_type {
+                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                PyValueError::new_err(format!("Invalid file object: {shown}"))
+            } else {
+                err
+            }
+        })
+    }
+
+    fn checked_fd(raw: i64) -> PyResult<RawFd> {
+        if raw < 0 {
+            return Err(PyValueError::new_err(format!(
+                "Invalid file descriptor: {raw}"
+            )));
+        }
+        RawFd::try_from(raw).map_err(|_| PyOverflowError::new_err("fd is greater than maximum"))
+    }
+
+    fn add_fd_callback(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        direction: Direction,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let raw = Self::raw_fd(fileobj)?;
+        this.check_closed()?;
+        let fd = Self::checked_fd(raw)?;
+        let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let registered_obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
+        let mut garbage = Vec::new();
+        let result = this.state.with(py, |st| {
+            st.fds.add(
+                &this.poller,
+                fd,
+                direction,
+                handle.clone_ref(py),
+                registered_obj,
+                &mut garbage,
+            )
+        });
+        release(garbage);
+        match result {
+            Ok(Some(replaced)) => Handle::cancel_base(replaced.bind(py))?,
+            Ok(None) => {}
+            Err(err) => return Err(os_error(&err)),
+        }
+        Ok(handle)
+    }
+
+    fn remove_fd_callback(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        direction: Direction,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let raw = Self::raw_fd(fileobj)?;
+        if this.closed.load(Relaxed) {
+            return Ok(false);
+        }
+        let fd = match Self::checked_fd(raw) {
+            Ok(fd) => fd,
+            Err(err) => match this.state.with(py, |st| st.fds.find_fileobj(fileobj)) {
+                Some(fd) => fd,
+                None => return Err(err),
+            },
+        };
+        let mut garbage = Vec::new();
+        let result = this.state.with(py, |st| {
+            st.fds.remove(&this.poller, fd, direction, &mut garbage)
+        });
+        release(garbage);
+        match result {
+            Ok(Some(removed)) => {
+                Handle::cancel_base(removed.bind(py))?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(err) => Err(os_error(&err)),
+        }
+    }
+}
+
+/// `call_later`'s `self.time() + delay`, with asyncio's TypeError for
+/// values that cannot be added to a float.
+fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if delay.is_none() {
+        return Err(PyTypeError::new_err("delay must not be None"));
+    }
+    let now = clock::monotonic();
+    match delay.extract::<f64>() {
+        Ok(seconds) => Ok(now + seconds),
+        Err(_) => PyFloat::new(py, now).add(delay)?.extract(),
+    }
+}
+
+fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if when.is_none() {
+        return Err(PyTypeError::new_err("when cannot be None"));
+    }
+    when.extract()
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let poller = Poller::new().map_err(|e| os_error(&e))?;
+        let waker = Waker::new().map_err(|e| os_error(&e))?;
+        poller
+            .add(waker.read_fd(), WAKER_TOKEN, Interest::READ)
+            .map_err(|e| os_error(&e))?;
+        Ok(LoopCore {
+            state: GilCell::new(LoopState::default()),
+            poller,
+            waker,
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            thread_id: AtomicU64::new(0),
+            current_handle: GilCell::new(None),
+            clock_resolution: clock::resolution(),
+        })
+    }
+
+    // ---- scheduling ----------------------------------------------------
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            py_helpers::check_callback(py, &callback, "call_soon")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        this.push_ready(py, &handle);
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            py_helpers::check_callback(py, &callback, "call_soon_threadsafe")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        this.push_ready(py, &handle);
+        this.wake_if_sleeping();
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = deadline_after(slf.py(), delay)?;
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let when = deadline_at(when)?;
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    /// A handle that is not queued; `_add_callback` queues it, as many
+    /// times as needed (signal handlers re-queue the same handle).
+    #[pyo3(signature = (callback, *args))]
+    fn _make_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)
+    }
+
+    fn _add_callback(&self, py: Python<'_>, handle: &Bound<'_, Handle>) {
+        if !handle.get().is_cancelled() {
+            self.push_ready(py, &handle.clone().unbind());
+        }
+    }
+
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    /// Wakes the loop if it sleeps in the poller (asyncio's internal
+    /// `_write_to_self`, which some libraries call directly).
+    fn _write_to_self(&self) {
+        self.waker.wake();
+    }
+
+    // ---- state ---------------------------------------------------------
+
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread_id.load(Relaxed) != 0
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug()
+    }
+
+    #[getter(_debug)]
+    fn debug_attr(&self) -> bool {
+        self.debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, enabled: bool) {
+        self.debug.store(enabled, Relaxed);
+    }
+
+    #[getter(_stopping)]
+    fn stopping_flag(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping_flag(&self, value: bool) {
+        self.stopping.store(value, Relaxed);
+    }
+
+    #[getter(_thread_id)]
+    fn thread_id_attr(&self) -> Option<u64> {
+        match self.thread_id.load(Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    #[setter(_thread_id)]
+    fn set_thread_id_attr(&self, value: Option<u64>) {
+        self.thread_id.store(value.unwrap_or(0), Relaxed);
+    }
+
+    #[getter(_current_handle)]
+    fn current_handle_attr(&self, py: Python<'_>) -> Option<Py<Handle>> {
+        self.current_handle
+            .with(py, |h| h.as_ref().map(|h| h.clone_ref(py)))
+    }
+
+    #[getter(_clock_resolution)]
+    fn clock_resolution_attr(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    /// The write end of the self-pipe, for `signal.set_wakeup_fd`.
+    fn _wakeup_fd(&self) -> RawFd {
+        self.waker.write_fd()
+    }
+
+    /// Counts for introspection and tests: (ready callbacks, timers, fds).
+    fn _native_counts(&self, py: Python<'_>) -> (usize, usize, usize) {
+        self.state.with(py, |st| {
+            (st.ready.len(), st.timers.len(), st.fds.registered())
+        })
+    }
+
+    // ---- running -------------------------------------------------------
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once(slf)
+    }
+
+    /// Iterates until `stop()`; the Python `run_forever` wraps it with the
+    /// bookkeeping (running-loop registration, asyncgen hooks).
+    fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        loop {
+            Self::run_once(slf)?;
+            if this.stopping.load(Relaxed) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Releases the native resources; the Python `close` does the checks
+    /// and the rest. Pending callbacks are dropped without running, as in
+    /// asyncio.
+    fn _close_native(&self, py: Python<'_>) {
+        if self.closed.swap(true, Relaxed) {
+            return;
+        }
+        let mut garbage: Vec<Py<PyAny>> = Vec::new();
+        self.state.with(py, |st| {
+            garbage.extend(st.ready.drain(..).map(Py::into_any));
+            garbage.extend(st.timers.drain().into_iter().map(Py::into_any));
+            st.fds.drain(&mut garbage);
+        });
+        release(garbage);
+        self.poller.close();
+        self.waker.close();
+    }
+
+    // ---- fd callbacks --------------------------------------------------
+
+    /// Registers `callback(*args)` to run whenever `fd` is readable.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::_ensure_fd_no_transport(fd)?;
+        Self::add_fd_callback(slf, fd, Direction::Read, callback, args).map(drop)
+    }
+
+    /// Registers `callback(*args)` to run whenever `fd` is writable.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::_ensure_fd_no_transport(fd)?;
+        Self::add_fd_callback(slf, fd, Direction::Write, callback, args).map(drop)
+    }
+
+    /// `add_reader` returning the handle, for the loop's own socket
+    /// operations (which check for transports themselves).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, fd, Direction::Read, callback, args)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
+    }
+
+    /// Refuses fds that a transport of this loop owns. There are no native
+    /// transports yet, so this only validates the file object the way
+    /// asyncio does.
+    #[staticmethod]
+    fn _ensure_fd_no_transport(fd: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::raw_fd(fd).map(drop)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_fd_callback(slf, fd, Direction::Read)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_fd_callback(slf, fd, Direction::Write)
+    }
+
+    // ---- garbage collection --------------------------------------------
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The visitor is the collector's C callback: it runs no Python code,
+        // so visiting inside the borrow is safe.
+        self.state
+            .try_with(|st| {
+                for handle in st.ready.iter() {
+                    visit.call(handle)?;
+                }
+                let mut outcome = Ok(());
+                st.timers.for_each_handle(|h| {
+                    if outcome.is_ok() {
+                        outcome = visit.call(h);
+                    }
+                });
+                st.fds.for_each_object(|o| {
+                    if outcome.is_ok() {
+                        outcome = visit.call(o);
+                    }
+                });
+                outcome
+            })
+            .unwrap_or(Ok(()))?;
+        self.current_handle
+            .try_with(|h| visit.call(h.as_ref()))
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        if let Some(mut st) = self.state.try_take() {
+            let mut garbage: Vec<Py<PyAny>> = Vec::new();
+            st.fds.drain(&mut garbage);
+            drop(garbage);
+            drop(st);
+        }
+        drop(self.current_handle.try_take());
+    }
+}

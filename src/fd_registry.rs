@@ -1,0 +1,240 @@
+//! Which callbacks wait on which file descriptor, and the poller
+//! registrations that back them.
+//!
+//! Slots are indexed by fd number. Each registration gets a token carrying a
+//! generation next to the fd, so a readiness report queued for a closed fd
+//! can never be delivered to a newer registration that reused its number.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+use pyo3::prelude::*;
+
+use crate::handles::Handle;
+use crate::sys::{Event, Interest, Poller};
+
+/// Token of the loop's own wake-up channel; never issued to an fd.
+pub const WAKER_TOKEN: u64 = u64::MAX;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+struct FdEntry {
+    token: u64,
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+    /// The object the user registered (when not a plain int), so a file
+    /// object closed while registered can still be found, as selectors do.
+    fileobj: Option<Py<PyAny>>,
+}
+
+impl FdEntry {
+    fn interest(&self) -> Interest {
+        Interest {
+            read: self.reader.is_some(),
+            write: self.writer.is_some(),
+        }
+    }
+
+    fn slot(&mut self, direction: Direction) -> &mut Option<Py<Handle>> {
+        match direction {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+
+    fn release_into(self, garbage: &mut Vec<Py<PyAny>>) {
+        garbage.extend(self.reader.map(Py::into_any));
+        garbage.extend(self.writer.map(Py::into_any));
+        garbage.extend(self.fileobj);
+    }
+}
+
+#[derive(Default)]
+pub struct FdRegistry {
+    slots: Vec<Option<FdEntry>>,
+    generation: u32,
+    registered: usize,
+}
+
+fn fd_of(token: u64) -> RawFd {
+    (token & 0xffff_ffff) as u32 as RawFd
+}
+
+impl FdRegistry {
+    pub fn registered(&self) -> usize {
+        self.registered
+    }
+
+    fn entry(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
+        self.slots.get_mut(fd as usize)?.as_mut()
+    }
+
+    fn take_entry(&mut self, fd: RawFd) -> Option<FdEntry> {
+        let entry = self.slots.get_mut(fd as usize)?.take();
+        if entry.is_some() {
+            self.registered -= 1;
+        }
+        entry
+    }
+
+    fn next_token(&mut self, fd: RawFd) -> u64 {
+        // Generation u32::MAX is never issued, keeping WAKER_TOKEN unique.
+        self.generation = if self.generation >= u32::MAX - 1 {
+            1
+        } else {
+            self.generation + 1
+        };
+        (u64::from(self.generation) << 32) | u64::from(fd as u32)
+    }
+
+    /// The fd under which `obj` was registered, for file objects whose
+    /// `fileno()` no longer answers (closed sockets return -1).
+    pub fn find_fileobj(&self, obj: &Bound<'_, PyAny>) -> Option<RawFd> {
+        self.slots.iter().enumerate().find_map(|(fd, slot)| {
+            let registered = slot.as_ref()?.fileobj.as_ref()?;
+            registered.is(obj).then_some(fd as RawFd)
+        })
+    }
+
+    /// Installs `handle` as the fd's reader or writer. Returns the handle it
+    /// replaces, which the caller must cancel. On a poller error the fd is
+    /// left unregistered, as the stdlib selectors leave it.
+    pub fn add(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        direction: Direction,
+        handle: Py<Handle>,
+        fileobj: Option<Py<PyAny>>,
+        garbage: &mut Vec<Py<PyAny>>,
+    ) -> io::Result<Option<Py<Handle>>> {
+        if let Some(entry) = self.entry(fd) {
+            let before = entry.interest();
+            let replaced = entry.slot(direction).replace(handle);
+            let after = entry.interest();
+            let token = entry.token;
+            garbage.extend(fileobj);
+            if after != before {
+                if let Err(err) = poller.modify(fd, token, after) {
+                    if let Some(entry) = self.take_entry(fd) {
+                        entry.release_into(garbage);
+                    }
+                    garbage.extend(replaced.map(Py::into_any));
+                    return Err(err);
+                }
+            }
+            return Ok(replaced);
+        }
+        let token = self.next_token(fd);
+        let mut entry = FdEntry {
+            token,
+            reader: None,
+            writer: None,
+            fileobj,
+        };
+        *entry.slot(direction) = Some(handle);
+        if let Err(err) = poller.add(fd, token, entry.interest()) {
+            entry.release_into(garbage);
+            return Err(err);
+        }
+        let index = fd as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        self.slots[index] = Some(entry);
+        self.registered += 1;
+        Ok(None)
+    }
+
+    /// Removes the fd's reader or writer and returns it (the caller cancels
+    /// it); `Ok(None)` when there was none.
+    pub fn remove(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        direction: Direction,
+        garbage: &mut Vec<Py<PyAny>>,
+    ) -> io::Result<Option<Py<Handle>>> {
+        let Some(entry) = self.entry(fd) else {
+            return Ok(None);
+        };
+        let removed = entry.slot(direction).take();
+        let interest = entry.interest();
+        let token = entry.token;
+        if interest.is_empty() {
+            if let Some(entry) = self.take_entry(fd) {
+                entry.release_into(garbage);
+            }
+            // The fd may already be closed, which removed it from the poller.
+            let _ = poller.delete(fd);
+        } else if removed.is_some() {
+            if let Err(err) = poller.modify(fd, token, interest) {
+                if let Some(entry) = self.take_entry(fd) {
+                    entry.release_into(garbage);
+                }
+                garbage.extend(removed.map(Py::into_any));
+                return Err(err);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Queues the callbacks a readiness report is for. A cancelled callback
+    /// is unregistered instead of run, as asyncio does.
+    pub fn dispatch(
+        &mut self,
+        py: Python<'_>,
+        poller: &Poller,
+        event: Event,
+        ready: &mut VecDeque<Py<Handle>>,
+        garbage: &mut Vec<Py<PyAny>>,
+    ) {
+        let fd = fd_of(event.token);
+        let Some(entry) = self.entry(fd) else { return };
+        if entry.token != event.token {
+            return;
+        }
+        for (wanted, direction) in [
+            (event.readable, Direction::Read),
+            (event.writable, Direction::Write),
+        ] {
+            if !wanted {
+                continue;
+            }
+            let Some(entry) = self.entry(fd) else { return };
+            let Some(handle) = entry.slot(direction).as_ref() else {
+                continue;
+            };
+            if handle.get().is_cancelled() {
+                if let Ok(Some(stale)) = self.remove(poller, fd, direction, garbage) {
+                    garbage.push(stale.into_any());
+                }
+            } else {
+                ready.push_back(handle.clone_ref(py));
+            }
+        }
+    }
+
+    pub fn drain(&mut self, garbage: &mut Vec<Py<PyAny>>) {
+        for entry in self.slots.drain(..).flatten() {
+            entry.release_into(garbage);
+        }
+        self.registered = 0;
+    }
+
+    pub fn for_each_object(&self, mut f: impl FnMut(&Py<PyAny>)) {
+        for entry in self.slots.iter().flatten() {
+            for handle in [&entry.reader, &entry.writer].into_iter().flatten() {
+                f(handle.as_any());
+            }
+            if let Some(obj) = &entry.fileobj {
+                f(obj);
+            }
+        }
+    }
+}

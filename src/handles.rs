@@ -1,0 +1,327 @@
+//! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return, and what
+//! the ready queue and timer heap hold.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyTuple};
+use pyo3::PyTraverseError;
+
+use crate::call::{call_in_context, copy_current_context};
+use crate::event_loop::LoopCore;
+use crate::gil_cell::GilCell;
+use crate::py_helpers;
+
+struct Callback {
+    func: Py<PyAny>,
+    args: Py<PyTuple>,
+}
+
+/// A scheduled callback, as asyncio.Handle: cancellable, run once from the
+/// ready queue (or once per readiness report, for fd readers and writers).
+#[pyclass(module = "ferroloop._core", subclass, frozen, weakref)]
+pub struct Handle {
+    /// Cleared on cancel so a cancelled handle stops keeping its callback
+    /// (and whatever the callback references) alive.
+    callback: GilCell<Option<Callback>>,
+    context: Py<PyAny>,
+    loop_: Py<PyAny>,
+    cancelled: AtomicBool,
+    source_traceback: Option<Py<PyAny>>,
+    /// In debug mode the repr is frozen at cancel time, as asyncio does, so
+    /// a slow-callback report can still name the callback.
+    repr: GilCell<Option<Py<PyAny>>>,
+}
+
+fn loop_debug(loop_: &Bound<'_, PyAny>) -> bool {
+    match loop_.cast::<LoopCore>() {
+        Ok(core) => core.get().debug(),
+        Err(_) => false,
+    }
+}
+
+impl Handle {
+    /// `context=None` means a copy of the current context, as in asyncio.
+    pub(crate) fn new(
+        py: Python<'_>,
+        func: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        loop_: &Bound<'_, PyAny>,
+        debug: bool,
+    ) -> PyResult<Handle> {
+        let context = match context {
+            Some(ctx) if !ctx.is_none() => ctx,
+            _ => copy_current_context(py)?,
+        };
+        let source_traceback = if debug {
+            Some(py_helpers::source_traceback(py)?)
+        } else {
+            None
+        };
+        Ok(Handle {
+            callback: GilCell::new(Some(Callback {
+                func: func.unbind(),
+                args: args.unbind(),
+            })),
+            context: context.unbind(),
+            loop_: loop_.clone().unbind(),
+            cancelled: AtomicBool::new(false),
+            source_traceback,
+            repr: GilCell::new(None),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Relaxed)
+    }
+
+    fn callback_parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
+        self.callback.with(py, |cb| {
+            cb.as_ref()
+                .map(|c| (c.func.clone_ref(py), c.args.clone_ref(py)))
+        })
+    }
+
+    pub(crate) fn cancel_base(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.cancelled.swap(true, Relaxed) {
+            return Ok(());
+        }
+        if loop_debug(this.loop_.bind(py)) {
+            let repr = slf.repr()?.into_any().unbind();
+            drop(this.repr.replace(py, Some(repr)));
+        }
+        // Dropped here, outside the cell: may run arbitrary finalizers.
+        drop(this.callback.take(py));
+        Ok(())
+    }
+
+    /// Runs the callback in its context, as asyncio's `Handle._run`: an
+    /// exception goes to the loop's exception handler, except SystemExit and
+    /// KeyboardInterrupt, which are returned so they stop the loop.
+    pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some((func, args)) = this.callback_parts(py) else {
+            return Ok(());
+        };
+        let (func, args) = (func.into_bound(py), args.into_bound(py));
+        match call_in_context(py, this.context.bind(py), &func, &args) {
+            Ok(()) => Ok(()),
+            Err(err) => Self::report(slf, err, &func, &args),
+        }
+    }
+
+    fn report(
+        slf: &Bound<'_, Handle>,
+        err: PyErr,
+        func: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+            return Err(err);
+        }
+        let this = slf.get();
+        let loop_ = this.loop_.bind(py);
+        let source = py_helpers::callback_source(py, func, args, loop_debug(loop_))?;
+        let context = PyDict::new(py);
+        context.set_item("message", format!("Exception in callback {source}"))?;
+        context.set_item("exception", err.into_value(py))?;
+        context.set_item("handle", slf)?;
+        if let Some(tb) = &this.source_traceback {
+            if tb.bind(py).is_truthy()? {
+                context.set_item("source_traceback", tb)?;
+            }
+        }
+        loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::cancel_base(slf)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run(slf)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.callback_parts(py).map(|(f, _)| f)
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.callback_parts(py).map(|(_, a)| a)
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    #[getter]
+    fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.repr.with(py, |r| r.as_ref().map(|r| r.clone_ref(py)))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Some(frozen) = slf
+            .get()
+            .repr
+            .with(py, |r| r.as_ref().map(|r| r.clone_ref(py)))
+        {
+            return Ok(frozen);
+        }
+        Ok(py_helpers::handle_repr_fn(py)?.call1((slf,))?.unbind())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)?;
+        self.callback
+            .try_with(|cb| match cb {
+                Some(c) => {
+                    visit.call(&c.func)?;
+                    visit.call(&c.args)
+                }
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    fn __clear__(&self) {
+        // Only the callback can close a cycle through user objects; the
+        // other references are to the loop and immutable values.
+        if let Some(taken) = self.callback.try_take() {
+            drop(taken);
+        }
+    }
+}
+
+/// A callback due at a point of the loop clock, as asyncio.TimerHandle.
+#[pyclass(module = "ferroloop._core", extends = Handle, frozen)]
+pub struct TimerHandle {
+    when: f64,
+    /// True while the timer sits in the loop's heap; only then does a
+    /// cancellation count towards the heap clean-up threshold.
+    scheduled: AtomicBool,
+}
+
+impl TimerHandle {
+    pub(crate) fn create(py: Python<'_>, when: f64, base: Handle) -> PyResult<Py<TimerHandle>> {
+        let init = PyClassInitializer::from(base).add_subclass(TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+        });
+        Py::new(py, init)
+    }
+
+    pub(crate) fn set_scheduled(&self, value: bool) {
+        self.scheduled.store(value, Relaxed);
+    }
+
+    fn same_as(slf: &Bound<'_, Self>, other: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+        let (a, b) = (slf.as_super().get(), other.as_super().get());
+        if slf.get().when != other.get().when || a.is_cancelled() != b.is_cancelled() {
+            return Ok(false);
+        }
+        let py = slf.py();
+        let (ca, cb) = (a.callback_parts(py), b.callback_parts(py));
+        match (ca, cb) {
+            (None, None) => Ok(true),
+            (Some((fa, aa)), Some((fb, ab))) => {
+                Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Relaxed)
+    }
+
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let base = slf.as_super();
+        if !base.get().is_cancelled() && slf.get().scheduled.load(Relaxed) {
+            if let Ok(core) = base.get().loop_.bind(py).cast::<LoopCore>() {
+                core.get().timer_cancelled(py);
+            }
+        }
+        Handle::cancel_base(base)
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        PyFloat::new(py, self.when).hash()
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Gt => a > b,
+            CompareOp::Le => a < b || Self::same_as(slf, other)?,
+            CompareOp::Ge => a > b || Self::same_as(slf, other)?,
+            CompareOp::Eq => Self::same_as(slf, other)?,
+            CompareOp::Ne => !Self::same_as(slf, other)?,
+        };
+        Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}

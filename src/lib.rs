@@ -1,0 +1,33 @@
+//! ferroloop's native core: Python's asyncio event loop in Rust.
+//!
+//! The Python package (`python/ferroloop`) builds the public loop class on
+//! top of [`event_loop::LoopCore`].
+
+mod call;
+mod clock;
+mod errors;
+mod event_loop;
+mod fd_registry;
+mod gil_cell;
+mod handles;
+mod py_helpers;
+mod sys;
+mod timers;
+
+use pyo3::prelude::*;
+
+/// Panics on purpose, so the test suite can check that a Rust panic reaches
+/// Python as an exception instead of aborting the interpreter.
+#[pyfunction]
+fn _panic_for_tests(message: &str) {
+    panic!("{message}");
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    Ok(())
+}
