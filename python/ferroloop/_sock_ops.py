@@ -41,12 +41,14 @@ class _SendAllState:
 class SockOpsMixin:
     # ---- plumbing -------------------------------------------------------
 
-    def _retry_when_ready(self, fut, operation, args):
-        """Readiness callback: try again; a would-block is not final."""
+    def _retry_when_ready(self, fut, target, method, args):
+        """Readiness callback: try ``target.<method>(*args)`` again; a
+        would-block is not final. The method is looked up on every attempt,
+        as asyncio does, so socket wrappers and mocks see each call."""
         if fut.done():
             return
         try:
-            result = operation(*args)
+            result = getattr(target, method)(*args)
         except _RETRY:
             return
         except (SystemExit, KeyboardInterrupt):
@@ -87,7 +89,7 @@ class SockOpsMixin:
             return sock.recv(n)
         except _RETRY:
             pass
-        return await self._wait_for(sock, False, self._retry_when_ready, sock.recv, (n,))
+        return await self._wait_for(sock, False, self._retry_when_ready, sock, "recv", (n,))
 
     async def sock_recv_into(self, sock, buf):
         """Receive into the writable buffer ``buf``; returns the byte count."""
@@ -96,7 +98,7 @@ class SockOpsMixin:
             return sock.recv_into(buf)
         except _RETRY:
             pass
-        return await self._wait_for(sock, False, self._retry_when_ready, sock.recv_into, (buf,))
+        return await self._wait_for(sock, False, self._retry_when_ready, sock, "recv_into", (buf,))
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram: ``(data, address)``."""
@@ -106,7 +108,7 @@ class SockOpsMixin:
         except _RETRY:
             pass
         return await self._wait_for(
-            sock, False, self._retry_when_ready, sock.recvfrom, (bufsize,)
+            sock, False, self._retry_when_ready, sock, "recvfrom", (bufsize,)
         )
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
@@ -119,7 +121,7 @@ class SockOpsMixin:
         except _RETRY:
             pass
         return await self._wait_for(
-            sock, False, self._retry_when_ready, sock.recvfrom_into, (buf, nbytes)
+            sock, False, self._retry_when_ready, sock, "recvfrom_into", (buf, nbytes)
         )
 
     # ---- sending --------------------------------------------------------
@@ -159,7 +161,7 @@ class SockOpsMixin:
         except _RETRY:
             pass
         return await self._wait_for(
-            sock, True, self._retry_when_ready, sock.sendto, (data, 0, address)
+            sock, True, self._retry_when_ready, sock, "sendto", (data, 0, address)
         )
 
     # ---- connecting and accepting ---------------------------------------
@@ -210,7 +212,14 @@ class SockOpsMixin:
             return self._accept_now(sock)
         except _RETRY:
             pass
-        return await self._wait_for(sock, False, self._retry_when_ready, self._accept_now, (sock,))
+        return await self._wait_for(
+            sock, False, self._retry_when_ready, self, "_accept_now", (sock,)
+        )
+
+    def _stop_serving(self, sock):
+        """Stop accepting on a listening socket and close it."""
+        self.remove_reader(sock.fileno())
+        sock.close()
 
     @staticmethod
     def _accept_now(sock):

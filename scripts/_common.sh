@@ -1,0 +1,70 @@
+# Shared helpers for the project scripts (sourced, not run).
+#
+# Everything is installed into local virtual environments next to the
+# checkout: .venv (CPython 3.11, the default) and .venv-3.X for the other
+# supported versions. Nothing outside the checkout is modified.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEFAULT_PYTHON_VERSION=3.11
+SUPPORTED_PYTHON_VERSIONS="3.10 3.11 3.12 3.13"
+
+# Tools the scripts install into each venv; pinned so a run is repeatable.
+PIP_TOOLS=(
+  "maturin==1.16.0"
+  "pytest==9.2.0"
+  "pytest-timeout==2.4.0"
+)
+
+log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+# Prints the path of a CPython X.Y interpreter, or fails.
+find_python() {
+  local version="$1" candidate
+  for candidate in \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/python"$version" \
+    "$(command -v "python$version" 2>/dev/null || true)"; do
+    if [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+venv_dir() {
+  if [ "$1" = "$DEFAULT_PYTHON_VERSION" ]; then
+    echo "$ROOT/.venv"
+  else
+    echo "$ROOT/.venv-$1"
+  fi
+}
+
+# Creates (once) the venv for Python X.Y with the build and test tools.
+ensure_venv() {
+  local version="$1" python venv
+  python="$(find_python "$version")" || { echo "CPython $version not found" >&2; return 1; }
+  venv="$(venv_dir "$version")"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv with $python"
+    "$python" -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -m pip show -q maturin pytest pytest-timeout >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PIP_TOOLS[@]}"
+  fi
+  echo "$venv"
+}
+
+# Builds ferroloop into the venv (editable). $2: "release" or "debug".
+build_into() {
+  local venv="$1" profile="${2:-debug}" version flags=()
+  version="$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  [ "$profile" = release ] && flags+=(--release)
+  log "building ferroloop ($profile) for Python $version"
+  # One target dir per interpreter: switching interpreters otherwise
+  # rebuilds PyO3 from scratch every time.
+  (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+    CARGO_TARGET_DIR="$ROOT/target/py$version-$profile" \
+    "$venv/bin/maturin" develop -q "${flags[@]}")
+}
