@@ -54,6 +54,9 @@ pub struct LoopCore {
     sleeping: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when idle.
     thread_id: AtomicU64,
+    /// Iterations run so far; lets tests and stats check the loop never
+    /// spins (a timer is not polled for before its deadline).
+    iterations: AtomicU64,
     /// The handle being run, in debug mode (asyncio's `_current_handle`).
     current_handle: GilCell<Option<Py<Handle>>>,
     clock_resolution: f64,
@@ -154,6 +157,7 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        this.iterations.fetch_add(1, Relaxed);
 
         let mut timer_garbage = Vec::new();
         this.state
@@ -450,6 +454,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
+            iterations: AtomicU64::new(0),
             current_handle: GilCell::new(None),
             clock_resolution: clock::resolution(),
         })
@@ -613,11 +618,13 @@ impl LoopCore {
         self.waker.write_fd()
     }
 
-    /// Counts for introspection and tests: (ready callbacks, timers, fds).
-    fn _native_counts(&self, py: Python<'_>) -> (usize, usize, usize) {
-        self.state.with(py, |st| {
+    /// Counts for introspection and tests: (ready callbacks, timers,
+    /// registered fds, iterations run).
+    fn _native_counts(&self, py: Python<'_>) -> (usize, usize, usize, u64) {
+        let (ready, timers, fds) = self.state.with(py, |st| {
             (st.ready.len(), st.timers.len(), st.fds.registered())
-        })
+        });
+        (ready, timers, fds, self.iterations.load(Relaxed))
     }
 
     // ---- running -------------------------------------------------------

@@ -1867,3 +1867,26 @@ def test_module_run_function_runs_the_coroutine_like_asyncio_run(loop_factory, d
         sys.flags.dev_mode or bool(os.environ.get("PYTHONASYNCIODEBUG"))))
     assert leftovers[1:] == ["cancelled at shutdown"]
     assert leftovers[0].cancelled()
+
+
+def test_ferroloop_never_polls_before_a_timer_is_due():
+    """Poll timeouts round up, so short sleeps do not spin the loop.
+
+    CPython's own version of this test (test_timeout_rounding) counts calls by
+    wrapping loop._run_once, which ferroloop's native run loop does not call
+    through; the loop counts its iterations itself instead."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+    try:
+
+        async def sleeps():
+            for delay in (1e-2, 1e-4, 1e-6, 1e-8, 1e-10):
+                await asyncio.sleep(delay)
+
+        before = loop._native_counts()[3]
+        loop.run_until_complete(sleeps())
+        iterations = loop._native_counts()[3] - before
+        # Ideal is about 12 (two per sleep plus task start and stop).
+        assert 5 <= iterations <= 20, iterations
+    finally:
+        loop.close()

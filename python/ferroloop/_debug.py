@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from asyncio import coroutines, format_helpers
-from asyncio.log import logger
+from ._log import logger
 
 from ._format import format_handle
 
@@ -27,7 +27,7 @@ def check_callback(callback, method: str) -> None:
 
 
 def log_slow_callback(handle, seconds: float) -> None:
-    logger.warning("Executing %s took %.3f seconds", format_handle(handle), seconds)
+    logger().warning("Executing %s took %.3f seconds", format_handle(handle), seconds)
 
 
 def debug_requested() -> bool:

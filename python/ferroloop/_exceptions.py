@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from asyncio.log import logger
+from ._log import logger
 
 # From 3.12 on, a custom handler runs inside the context of the task,
 # future or handle the error came from.
@@ -54,7 +54,7 @@ class ExceptionHandlerMixin:
             else:
                 value = repr(value)
             lines.append(f"{key}: {value}")
-        logger.error("\n".join(lines), exc_info=exc_info)
+        logger().error("\n".join(lines), exc_info=exc_info)
 
     def call_exception_handler(self, context):
         """Hand ``context`` (a dict with 'message', 'exception', 'handle',
@@ -68,7 +68,7 @@ class ExceptionHandlerMixin:
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                logger.error("Exception in default exception handler", exc_info=True)
+                logger().error("Exception in default exception handler", exc_info=True)
             return
         try:
             run_in = _origin_context(context) if _HANDLER_RUNS_IN_CONTEXT else None
@@ -90,7 +90,7 @@ class ExceptionHandlerMixin:
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                logger.error("Error in exception handler", exc_info=True)
+                logger().error("Error in exception handler", exc_info=True)
 
 
 def _format_origin(title, frames):

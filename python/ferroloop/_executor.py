@@ -8,13 +8,15 @@ import sys
 import threading
 import warnings
 from asyncio import futures, tasks
-from asyncio.log import logger
+from ._log import logger
 
 from ._resolve import numeric_addrinfo
 
 # 3.10 only warns about a default executor that is not a thread pool;
 # 3.11 and later refuse it.
 _DEFAULT_EXECUTOR_MUST_BE_THREADS = sys.version_info >= (3, 11)
+# From 3.13 the shutdown timeout bounds the wait for the executor itself.
+_SHUTDOWN_TIMEOUT_BOUNDS_WAIT = sys.version_info >= (3, 13)
 
 
 def _set_result_unless_cancelled(fut, result):
@@ -71,24 +73,32 @@ class ExecutorMixin:
         finished = self.create_future()
         thread = threading.Thread(target=self._join_executor, args=(executor, finished))
         thread.start()
-        if timeout is None:
+        if timeout is None or not _SHUTDOWN_TIMEOUT_BOUNDS_WAIT:
+            # 3.12 applies the timeout only to joining the helper thread,
+            # after the executor has already shut down.
             try:
                 await finished
             finally:
-                thread.join()
+                thread.join(timeout)
+            if thread.is_alive():
+                self._warn_executor_not_joined(executor, timeout)
             return
         done, _ = await tasks.wait([finished], timeout=timeout)
         if not done:
-            warnings.warn(
-                "The executor did not finishing joining its threads within "
-                f"{timeout} seconds.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            executor.shutdown(wait=False)
+            self._warn_executor_not_joined(executor, timeout)
         else:
             thread.join()
             finished.result()
+
+    @staticmethod
+    def _warn_executor_not_joined(executor, timeout):
+        warnings.warn(
+            "The executor did not finishing joining its threads within "
+            f"{timeout} seconds.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        executor.shutdown(wait=False)
 
     def _join_executor(self, executor, finished):
         # Runs in a helper thread.
@@ -125,13 +135,13 @@ class ExecutorMixin:
             if value:
                 parts.append(f"{name}={value!r}")
         query = ", ".join(parts)
-        logger.debug("Get address info %s", query)
+        logger().debug("Get address info %s", query)
         started = self.time()
         addrinfo = socket.getaddrinfo(host, port, family, type, proto, flags)
         elapsed = self.time() - started
         message = f"Getting address info {query} took {elapsed * 1e3:.3f}ms: {addrinfo!r}"
         if elapsed >= self.slow_callback_duration:
-            logger.info(message)
+            logger().info(message)
         else:
-            logger.debug(message)
+            logger().debug(message)
         return addrinfo

@@ -10,7 +10,7 @@ import threading
 import warnings
 import weakref
 from asyncio import constants, events, futures, tasks
-from asyncio.log import logger
+from ._log import logger
 
 from . import _debug
 from ._core import LoopCore
@@ -149,7 +149,7 @@ class EventLoop(
         if self.is_closed():
             return
         if self._debug:
-            logger.debug("Close %r", self)
+            logger().debug("Close %r", self)
         self._remove_all_signal_handlers()
         self._close_native()
         self._executor_shutdown_called = True

@@ -13,7 +13,7 @@ import signal
 import sys
 import warnings
 from asyncio import coroutines
-from asyncio.log import logger
+from ._log import logger
 
 
 def _ignore_signal(signum, frame):
@@ -91,7 +91,7 @@ class SignalMixin:
         try:
             signal.set_wakeup_fd(-1)
         except (ValueError, OSError) as exc:
-            logger.info("set_wakeup_fd(-1) failed: %s", exc)
+            logger().info("set_wakeup_fd(-1) failed: %s", exc)
 
     def _remove_all_signal_handlers(self):
         if not self._signal_handlers:
