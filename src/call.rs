@@ -1,5 +1,6 @@
 //! Calling a Python callable inside a contextvars Context, without the
-//! `Context.run` method call asyncio's Handle pays for.
+//! `Context.run` method call asyncio's Handle pays for, and taking the
+//! resulting exception as a plain Python error.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -7,20 +8,25 @@ use pyo3::types::PyTuple;
 
 /// `context.run(func, *args)`, with the result discarded.
 ///
-/// Entering an already-entered context fails with the same RuntimeError
-/// `Context.run` raises.
+/// A real Context is entered through the C API; anything else is asked to
+/// `run` the callback, as asyncio's Handle does (so a foreign object fails,
+/// or works, exactly as it would there). Entering an already-entered context
+/// fails with the RuntimeError `Context.run` raises.
 pub fn call_in_context(
     py: Python<'_>,
     context: &Bound<'_, PyAny>,
     func: &Bound<'_, PyAny>,
     args: &Bound<'_, PyTuple>,
 ) -> PyResult<()> {
-    // SAFETY: all pointers are live for the duration of the call (the caller
-    // holds references to `context`, `func` and `args`); the tuple's item
+    // SAFETY: the pointers are live for the duration of the call (the caller
+    // holds references to `context`, `func` and `args`), and the tuple's item
     // array is valid for its length.
     unsafe {
+        if ffi::PyContext_CheckExact(context.as_ptr()) == 0 {
+            return call_foreign_context(py, context, func, args);
+        }
         if ffi::PyContext_Enter(context.as_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
+            return Err(take_raised(py));
         }
         let nargs = ffi::PyTuple_GET_SIZE(args.as_ptr()) as usize;
         let items = (*args.as_ptr().cast::<ffi::PyTupleObject>())
@@ -28,16 +34,103 @@ pub fn call_in_context(
             .as_ptr();
         let result = ffi::PyObject_Vectorcall(func.as_ptr(), items, nargs, std::ptr::null_mut());
         let outcome = if result.is_null() {
-            Err(PyErr::fetch(py))
+            Err(take_raised(py))
         } else {
             ffi::Py_DECREF(result);
             Ok(())
         };
         if ffi::PyContext_Exit(context.as_ptr()) != 0 {
-            let exit_err = PyErr::fetch(py);
+            let exit_err = take_raised(py);
             return outcome.and(Err(exit_err));
         }
         outcome
+    }
+}
+
+fn call_foreign_context(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    func: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    let mut call_args = Vec::with_capacity(args.len() + 1);
+    call_args.push(func.clone());
+    call_args.extend(args.iter());
+    let run = context
+        .getattr(pyo3::intern!(py, "run"))
+        .map_err(|e| reraised(py, e))?;
+    run.call1(PyTuple::new(py, call_args)?)
+        .map(drop)
+        .map_err(|e| reraised(py, e))
+}
+
+/// Routes an error PyO3 produced through [`take_raised`], so a
+/// PanicException from another extension stays a Python error here too.
+fn reraised(py: Python<'_>, err: PyErr) -> PyErr {
+    err.restore(py);
+    take_raised(py)
+}
+
+/// The exception currently raised, taken as an ordinary error.
+///
+/// PyO3's own `PyErr::fetch` resumes unwinding when it finds a
+/// PanicException (the trace of a panic in some PyO3 extension). A callback
+/// that triggers one has failed like any other callback, and asyncio hands
+/// that to the exception handler; letting the panic unwind through the run
+/// loop would stop it instead.
+pub fn take_raised(py: Python<'_>) -> PyErr {
+    // SAFETY: plain C calls with the GIL held; each returns a new (or null)
+    // reference that is wrapped immediately.
+    unsafe {
+        #[cfg(Py_3_12)]
+        let value = ffi::PyErr_GetRaisedException();
+        #[cfg(not(Py_3_12))]
+        let value = {
+            let (mut ptype, mut pvalue, mut ptb) = (
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            ffi::PyErr_Fetch(&mut ptype, &mut pvalue, &mut ptb);
+            ffi::PyErr_NormalizeException(&mut ptype, &mut pvalue, &mut ptb);
+            if !pvalue.is_null() && !ptb.is_null() {
+                ffi::PyException_SetTraceback(pvalue, ptb);
+            }
+            ffi::Py_XDECREF(ptype);
+            ffi::Py_XDECREF(ptb);
+            pvalue
+        };
+        match Bound::from_owned_ptr_or_opt(py, value) {
+            Some(value) => PyErr::from_value(value),
+            None => pyo3::exceptions::PySystemError::new_err("error return without exception set"),
+        }
+    }
+}
+
+/// Runs `f` with `exc` as the exception being handled (`sys.exc_info()`),
+/// as asyncio calls its exception handler from inside an `except` block:
+/// `logger.exception()` in a handler then logs the callback's error, and an
+/// error raised by the handler is chained to it.
+pub fn while_handling<R>(py: Python<'_>, exc: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> R {
+    // SAFETY: PyErr_GetExcInfo returns new references that PyErr_SetExcInfo
+    // steals back; the exception's own references are taken before being
+    // handed over.
+    unsafe {
+        let (mut ptype, mut pvalue, mut ptb) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        ffi::PyErr_GetExcInfo(&mut ptype, &mut pvalue, &mut ptb);
+        let exc_type = ffi::Py_TYPE(exc.as_ptr()).cast::<ffi::PyObject>();
+        let exc_tb = ffi::PyException_GetTraceback(exc.as_ptr());
+        ffi::Py_INCREF(exc_type);
+        ffi::Py_INCREF(exc.as_ptr());
+        ffi::PyErr_SetExcInfo(exc_type, exc.as_ptr(), exc_tb);
+        let result = f();
+        ffi::PyErr_SetExcInfo(ptype, pvalue, ptb);
+        let _ = py;
+        result
     }
 }
 

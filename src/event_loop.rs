@@ -183,6 +183,13 @@ impl LoopCore {
         });
         release(garbage);
         if woken {
+            // A signal byte means Python's C handler ran, perhaps on another
+            // thread: run the Python-level handlers now (a Ctrl-C raises
+            // here, as it would out of asyncio's select()).
+            // SAFETY: plain C call; the GIL is held.
+            if unsafe { ffi::PyErr_CheckSignals() } != 0 {
+                return Err(crate::call::take_raised(py));
+            }
             for signum in this.waker.drain() {
                 slf.call_method1(intern!(py, "_handle_signal"), (signum,))?;
             }
@@ -201,7 +208,7 @@ impl LoopCore {
         if !busy {
             // SAFETY: plain C call; the GIL is held.
             if unsafe { ffi::PyErr_CheckSignals() } != 0 {
-                return Err(PyErr::fetch(py));
+                return Err(crate::call::take_raised(py));
             }
         }
         let now = clock::monotonic();
@@ -240,7 +247,7 @@ impl LoopCore {
                 // leaves the loop as it leaves asyncio's select().
                 // SAFETY: plain C call; the GIL is held.
                 if unsafe { ffi::PyErr_CheckSignals() } != 0 {
-                    return Err(PyErr::fetch(py));
+                    return Err(crate::call::take_raised(py));
                 }
                 Ok(())
             }
@@ -314,19 +321,17 @@ impl LoopCore {
     // ---- fd callbacks --------------------------------------------------
 
     /// The fd number the way asyncio's `_ensure_fd_no_transport` reads it:
-    /// an int as is, otherwise `int(obj.fileno())`. Negative values are
-    /// rejected later, where asyncio rejects them.
-    fn raw_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    /// an int as is, otherwise `int(obj.fileno())`. Range checks come
+    /// later, where asyncio makes them.
+    fn raw_fd<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if obj.is_instance_of::<PyInt>() {
-            return obj.extract();
+            return Ok(obj.clone());
         }
         let py = obj.py();
         let number = obj
             .call_method0(intern!(py, "fileno"))
-            .and_then(|n| py.get_type::<PyInt>().call1((n,)))
-            .and_then(|n| n.extract::<i64>());
+            .and_then(|n| py.get_type::<PyInt>().call1((n,)));
         number.map_err(|err| {
-            let py = obj.py();
             let wrong_type = err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
                 || err.is_instance_of::<PyTypeError>(py)
                 || err.is_instance_of::<PyValueError>(py);
@@ -339,13 +344,30 @@ impl LoopCore {
         })
     }
 
-    fn checked_fd(raw: i64) -> PyResult<RawFd> {
-        if raw < 0 {
-            return Err(PyValueError::new_err(format!(
-                "Invalid file descriptor: {raw}"
-            )));
+    /// Splits an fd int into "negative" (asyncio's ValueError) and the fd
+    /// as a C int, if it fits one.
+    fn classify_fd(raw: &Bound<'_, PyAny>) -> PyResult<(bool, Option<RawFd>)> {
+        Ok(match raw.extract::<i64>() {
+            Ok(value) => (value < 0, RawFd::try_from(value).ok()),
+            Err(_) => (raw.lt(0)?, None),
+        })
+    }
+
+    fn invalid_fd(raw: &Bound<'_, PyAny>) -> PyErr {
+        let shown = raw.str().map(|s| s.to_string()).unwrap_or_default();
+        PyValueError::new_err(format!("Invalid file descriptor: {shown}"))
+    }
+
+    /// The fd to register: non-negative, and small enough for the poller
+    /// (asyncio's epoll.register raises the same OverflowError).
+    fn fd_to_register(raw: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        match Self::classify_fd(raw)? {
+            (true, _) => Err(Self::invalid_fd(raw)),
+            (false, Some(fd)) => Ok(fd),
+            (false, None) => Err(PyOverflowError::new_err(
+                "Python int too large to convert to C int",
+            )),
         }
-        RawFd::try_from(raw).map_err(|_| PyOverflowError::new_err("fd is greater than maximum"))
     }
 
     fn add_fd_callback(
@@ -359,7 +381,7 @@ impl LoopCore {
         let this = slf.get();
         let raw = Self::raw_fd(fileobj)?;
         this.check_closed()?;
-        let fd = Self::checked_fd(raw)?;
+        let fd = Self::fd_to_register(&raw)?;
         let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
         let registered_obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
         let mut garbage = Vec::new();
@@ -393,11 +415,13 @@ impl LoopCore {
         if this.closed.load(Relaxed) {
             return Ok(false);
         }
-        let fd = match Self::checked_fd(raw) {
-            Ok(fd) => fd,
-            Err(err) => match this.state.with(py, |st| st.fds.find_fileobj(fileobj)) {
+        let fd = match Self::classify_fd(&raw)? {
+            (false, Some(fd)) => fd,
+            // Too large for an fd: it cannot be registered.
+            (false, None) => return Ok(false),
+            (true, _) => match this.state.with(py, |st| st.fds.find_fileobj(fileobj)) {
                 Some(fd) => fd,
-                None => return Err(err),
+                None => return Err(Self::invalid_fd(&raw)),
             },
         };
         let mut garbage = Vec::new();
@@ -419,7 +443,8 @@ impl LoopCore {
 /// `call_later`'s `self.time() + delay`, with asyncio's TypeError for
 /// values that cannot be added to a float.
 fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
-    if delay.is_none() {
+    // 3.10 has no explicit check: adding None to the clock fails instead.
+    if delay.is_none() && py.version_info() >= (3, 11) {
         return Err(PyTypeError::new_err("delay must not be None"));
     }
     let now = clock::monotonic();
@@ -431,6 +456,10 @@ fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
 
 fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<f64> {
     if when.is_none() {
+        // 3.10's TimerHandle asserts instead of raising TypeError.
+        if when.py().version_info() < (3, 11) {
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+        }
         return Err(PyTypeError::new_err("when cannot be None"));
     }
     when.extract()
@@ -574,9 +603,11 @@ impl LoopCore {
         self.debug()
     }
 
+    /// Any truth value, as asyncio stores whatever `set_debug` is given.
     #[setter(_debug)]
-    fn set_debug_attr(&self, enabled: bool) {
-        self.debug.store(enabled, Relaxed);
+    fn set_debug_attr(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(enabled.is_truthy()?, Relaxed);
+        Ok(())
     }
 
     #[getter(_stopping)]

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::PyTraverseError;
 
-use crate::call::{call_in_context, copy_current_context};
+use crate::call::{call_in_context, copy_current_context, while_handling};
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
 use crate::py_helpers;
@@ -133,14 +133,17 @@ impl Handle {
         let source = py_helpers::callback_source(py, func, args, loop_debug(loop_))?;
         let context = PyDict::new(py);
         context.set_item("message", format!("Exception in callback {source}"))?;
-        context.set_item("exception", err.into_value(py))?;
+        let exc = err.into_value(py).into_bound(py).into_any();
+        context.set_item("exception", &exc)?;
         context.set_item("handle", slf)?;
         if let Some(tb) = &this.source_traceback {
             if tb.bind(py).is_truthy()? {
                 context.set_item("source_traceback", tb)?;
             }
         }
-        loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
+        while_handling(py, &exc, || {
+            loop_.call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))
+        })?;
         Ok(())
     }
 }

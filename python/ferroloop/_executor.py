@@ -119,6 +119,7 @@ class ExecutorMixin:
         executor."""
         resolve = self._getaddrinfo_logged if self._debug else socket.getaddrinfo
         if numeric_addrinfo(host, port, family, type or socket.SOCK_STREAM, proto):
+            self._check_closed()
             # No lookup happens for a numeric host and port, so the call
             # cannot block.
             return resolve(host, port, family, type, proto, flags)

@@ -99,8 +99,10 @@ class EventLoop(
             finalizer=self._asyncgen_finalizer_hook,
         )
         events._set_running_loop(self)
+        self._claim_wakeup_fd()
 
     def _run_forever_cleanup(self):
+        self._unclaim_wakeup_fd()
         self._stopping = False
         self._thread_id = None
         events._set_running_loop(None)

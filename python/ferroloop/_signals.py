@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import signal
 import sys
+import threading
 import warnings
 from asyncio import coroutines
 from ._log import logger
@@ -87,7 +88,38 @@ class SignalMixin:
             # The same handle is queued again each time the signal arrives.
             self._add_callback(handle)
 
+    # ---- the signal wakeup fd while the loop runs --------------------------
+
+    _claimed_wakeup_fd = False
+
+    def _claim_wakeup_fd(self):
+        """While running in the main thread, make Python's C signal handler
+        wake the loop, unless someone else already owns the wakeup fd.
+
+        Without it, a Ctrl-C whose signal lands on another thread (an
+        executor worker, say) would only be noticed when the loop next
+        wakes up for some other reason."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        ours = self._wakeup_fd()
+        try:
+            previous = signal.set_wakeup_fd(ours)
+        except (ValueError, OSError):
+            return
+        if previous not in (-1, ours):
+            signal.set_wakeup_fd(previous)  # not ours to take
+        elif previous == -1:
+            self._claimed_wakeup_fd = True
+
+    def _unclaim_wakeup_fd(self):
+        if self._claimed_wakeup_fd:
+            self._claimed_wakeup_fd = False
+            if not self._signal_handlers:
+                self._release_wakeup_fd()
+
     def _release_wakeup_fd(self):
+        if self._claimed_wakeup_fd:
+            return  # still needed while the loop runs
         try:
             signal.set_wakeup_fd(-1)
         except (ValueError, OSError) as exc:
