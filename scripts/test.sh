@@ -53,4 +53,5 @@ done
 
 log "summary"
 cat "$summary"
+echo "total time: $((SECONDS / 60)) min $((SECONDS % 60)) s"
 [ ${#failures[@]} -eq 0 ]
