@@ -64,6 +64,41 @@ fn call_foreign_context(
         .map_err(|e| reraised(py, e))
 }
 
+/// `func(*args)` for callbacks into user code (protocols), with errors taken
+/// by [`take_raised`].
+pub fn call<'py>(
+    py: Python<'py>,
+    func: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.as_ptr()).collect();
+    // SAFETY: every pointer is borrowed from a live Bound for the call.
+    unsafe {
+        let result = ffi::PyObject_Vectorcall(
+            func.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            std::ptr::null_mut(),
+        );
+        if result.is_null() {
+            Err(take_raised(py))
+        } else {
+            Ok(Bound::from_owned_ptr(py, result))
+        }
+    }
+}
+
+/// `obj.name(*args)`, as [`call`].
+pub fn call_method<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let method = obj.getattr(name).map_err(|e| reraised(py, e))?;
+    call(py, &method, args)
+}
+
 /// Routes an error PyO3 produced through [`take_raised`], so a
 /// PanicException from another extension stays a Python error here too.
 fn reraised(py: Python<'_>, err: PyErr) -> PyErr {
@@ -131,6 +166,27 @@ pub fn while_handling<R>(py: Python<'_>, exc: &Bound<'_, PyAny>, f: impl FnOnce(
         ffi::PyErr_SetExcInfo(ptype, pvalue, ptb);
         let _ = py;
         result
+    }
+}
+
+/// Runs native code inside `context`, as a Python callback would run.
+pub fn in_context<R>(
+    py: Python<'_>,
+    context: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    // SAFETY: `context` is a live Context object (native handles are only
+    // built with one); enter and exit are paired on every path.
+    unsafe {
+        if ffi::PyContext_Enter(context.as_ptr()) != 0 {
+            return Err(take_raised(py));
+        }
+        let outcome = f();
+        if ffi::PyContext_Exit(context.as_ptr()) != 0 {
+            let exit_err = take_raised(py);
+            return outcome.and(Err(exit_err));
+        }
+        outcome
     }
 }
 

@@ -318,6 +318,90 @@ impl LoopCore {
         Ok(())
     }
 
+    // ---- transports ----------------------------------------------------
+
+    /// Registers a transport's persistent handle for `fd`. Unlike
+    /// `add_reader`, re-adding the same handle does not cancel it.
+    pub(crate) fn watch(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        direction: Direction,
+        handle: &Py<Handle>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let mut garbage = Vec::new();
+        let result = self.state.with(py, |st| {
+            st.fds.add_replacing_stale(
+                &self.poller,
+                fd,
+                direction,
+                handle.clone_ref(py),
+                &mut garbage,
+            )
+        });
+        release(garbage);
+        match result {
+            Ok(Some(replaced)) if !replaced.is(handle) => Handle::cancel_base(replaced.bind(py)),
+            Ok(_) => Ok(()),
+            Err(err) => Err(os_error(&err)),
+        }
+    }
+
+    /// Stops watching `fd` in one direction, leaving the handle usable.
+    pub(crate) fn unwatch(&self, py: Python<'_>, fd: RawFd, direction: Direction) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            return Ok(());
+        }
+        let mut garbage = Vec::new();
+        let result = self.state.with(py, |st| {
+            st.fds.remove(&self.poller, fd, direction, &mut garbage)
+        });
+        release(garbage);
+        result.map(drop).map_err(|err| os_error(&err))
+    }
+
+    /// Marks `fd` as used by `transport` (held weakly), or frees it.
+    pub(crate) fn set_fd_transport(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        transport: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let weak = match transport {
+            Some(t) => Some(pyo3::types::PyWeakrefReference::new(t)?.into_any().unbind()),
+            None => None,
+        };
+        let previous = self.state.with(py, |st| st.fds.set_transport(fd, weak));
+        drop(previous);
+        Ok(())
+    }
+
+    /// asyncio's `_ensure_fd_no_transport`: a live transport's fd cannot
+    /// take plain reader/writer callbacks.
+    fn ensure_fd_no_transport(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let raw = Self::raw_fd(fileobj)?;
+        let Ok(fd) = raw.extract::<RawFd>() else {
+            return Ok(());
+        };
+        let Some(weak) = self.state.with(py, |st| st.fds.transport(py, fd)) else {
+            return Ok(());
+        };
+        let transport = weak.bind(py).call0()?;
+        if transport.is_none()
+            || transport
+                .call_method0(intern!(py, "is_closing"))?
+                .is_truthy()?
+        {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err(format!(
+            "File descriptor {} is used by transport {}",
+            fileobj.repr()?,
+            transport.repr()?
+        )))
+    }
+
     // ---- fd callbacks --------------------------------------------------
 
     /// The fd number the way asyncio's `_ensure_fd_no_transport` reads it:
@@ -704,7 +788,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        Self::_ensure_fd_no_transport(fd)?;
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::add_fd_callback(slf, fd, Direction::Read, callback, args).map(drop)
     }
 
@@ -716,7 +800,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        Self::_ensure_fd_no_transport(fd)?;
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args).map(drop)
     }
 
@@ -742,19 +826,27 @@ impl LoopCore {
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
     }
 
-    /// Refuses fds that a transport of this loop owns. There are no native
-    /// transports yet, so this only validates the file object the way
-    /// asyncio does.
-    #[staticmethod]
-    fn _ensure_fd_no_transport(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::raw_fd(fd).map(drop)
+    /// Refuses fds that a live transport of this loop uses.
+    fn _ensure_fd_no_transport(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ensure_fd_no_transport(py, fd)
     }
 
     fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::remove_fd_callback(slf, fd, Direction::Read)
     }
 
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
+        Self::remove_fd_callback(slf, fd, Direction::Write)
+    }
+
+    /// `remove_reader` without the transport check, as asyncio's own.
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_fd_callback(slf, fd, Direction::Read)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_fd_callback(slf, fd, Direction::Write)
     }
 

@@ -59,6 +59,9 @@ pub struct FdRegistry {
     slots: Vec<Option<FdEntry>>,
     generation: u32,
     registered: usize,
+    /// fd -> weak reference to the transport using it (asyncio's
+    /// `_transports`), so plain fd callbacks cannot be added under it.
+    transports: std::collections::HashMap<RawFd, Py<PyAny>>,
 }
 
 fn fd_of(token: u64) -> RawFd {
@@ -68,6 +71,19 @@ fn fd_of(token: u64) -> RawFd {
 impl FdRegistry {
     pub fn registered(&self) -> usize {
         self.registered
+    }
+
+    /// Records (or, with None, forgets) the transport owning `fd`; returns
+    /// the previous record for the caller to drop.
+    pub fn set_transport(&mut self, fd: RawFd, weak: Option<Py<PyAny>>) -> Option<Py<PyAny>> {
+        match weak {
+            Some(weak) => self.transports.insert(fd, weak),
+            None => self.transports.remove(&fd),
+        }
+    }
+
+    pub fn transport(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
+        self.transports.get(&fd).map(|w| w.clone_ref(py))
     }
 
     fn entry(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
@@ -113,6 +129,34 @@ impl FdRegistry {
         fileobj: Option<Py<PyAny>>,
         garbage: &mut Vec<Py<PyAny>>,
     ) -> io::Result<Option<Py<Handle>>> {
+        self.add_inner(poller, fd, direction, handle, fileobj, garbage, false)
+    }
+
+    /// `add` for the loop's own transports: an entry whose fd was closed
+    /// and reused behind the registry's back (the kernel dropped it from
+    /// the poller) is replaced instead of failing, as the new fd is live.
+    pub fn add_replacing_stale(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        direction: Direction,
+        handle: Py<Handle>,
+        garbage: &mut Vec<Py<PyAny>>,
+    ) -> io::Result<Option<Py<Handle>>> {
+        self.add_inner(poller, fd, direction, handle, None, garbage, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_inner(
+        &mut self,
+        poller: &Poller,
+        fd: RawFd,
+        direction: Direction,
+        handle: Py<Handle>,
+        fileobj: Option<Py<PyAny>>,
+        garbage: &mut Vec<Py<PyAny>>,
+        replace_stale: bool,
+    ) -> io::Result<Option<Py<Handle>>> {
         if let Some(entry) = self.entry(fd) {
             let before = entry.interest();
             let replaced = entry.slot(direction).replace(handle);
@@ -121,11 +165,21 @@ impl FdRegistry {
             garbage.extend(fileobj);
             if after != before {
                 if let Err(err) = poller.modify(fd, token, after) {
-                    if let Some(entry) = self.take_entry(fd) {
-                        entry.release_into(garbage);
-                    }
+                    let stale = err.raw_os_error() == Some(libc::ENOENT);
+                    let Some(mut entry) = self.take_entry(fd) else {
+                        return Err(err);
+                    };
                     garbage.extend(replaced.map(Py::into_any));
-                    return Err(err);
+                    if !(replace_stale && stale) {
+                        entry.release_into(garbage);
+                        return Err(err);
+                    }
+                    let handle = entry.slot(direction).take();
+                    entry.release_into(garbage);
+                    let Some(handle) = handle else {
+                        return Err(err);
+                    };
+                    return self.add_inner(poller, fd, direction, handle, None, garbage, false);
                 }
             }
             return Ok(replaced);
@@ -224,6 +278,7 @@ impl FdRegistry {
         for entry in self.slots.drain(..).flatten() {
             entry.release_into(garbage);
         }
+        garbage.extend(self.transports.drain().map(|(_, weak)| weak));
         self.registered = 0;
     }
 
@@ -235,6 +290,9 @@ impl FdRegistry {
             if let Some(obj) = &entry.fileobj {
                 f(obj);
             }
+        }
+        for weak in self.transports.values() {
+            f(weak);
         }
     }
 }

@@ -15,9 +15,52 @@ use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
 use crate::py_helpers;
 
-struct Callback {
-    func: Py<PyAny>,
-    args: Py<PyTuple>,
+/// A callback implemented in Rust: called with the object it belongs to
+/// (a transport, a server), without building Python arguments.
+pub(crate) type NativeFn = fn(&Bound<'_, PyAny>) -> PyResult<()>;
+
+enum Callback {
+    Python {
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+    },
+    /// `name` is the Python-visible method of `target` that does the same
+    /// work; it stands in for the callback in reprs and error messages.
+    Native {
+        target: Py<PyAny>,
+        call: NativeFn,
+        name: &'static str,
+    },
+}
+
+impl Callback {
+    fn clone_ref(&self, py: Python<'_>) -> Callback {
+        match self {
+            Callback::Python { func, args } => Callback::Python {
+                func: func.clone_ref(py),
+                args: args.clone_ref(py),
+            },
+            Callback::Native { target, call, name } => Callback::Native {
+                target: target.clone_ref(py),
+                call: *call,
+                name,
+            },
+        }
+    }
+
+    /// The callable and arguments as Python sees them (asyncio's
+    /// `Handle._callback` / `_args`).
+    fn python_view<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        match self {
+            Callback::Python { func, args } => Ok((func.bind(py).clone(), args.bind(py).clone())),
+            Callback::Native { target, name, .. } => {
+                Ok((target.bind(py).getattr(*name)?, PyTuple::empty(py)))
+            }
+        }
+    }
 }
 
 /// A scheduled callback, as asyncio.Handle: cancellable, run once from the
@@ -63,7 +106,7 @@ impl Handle {
             None
         };
         Ok(Handle {
-            callback: GilCell::new(Some(Callback {
+            callback: GilCell::new(Some(Callback::Python {
                 func: func.unbind(),
                 args: args.unbind(),
             })),
@@ -75,16 +118,49 @@ impl Handle {
         })
     }
 
+    /// A handle whose callback is `call(target)`, run in `context` (a
+    /// Context object). Transports keep one per direction and queue it on
+    /// every readiness report.
+    pub(crate) fn native(
+        py: Python<'_>,
+        target: &Bound<'_, PyAny>,
+        call: NativeFn,
+        name: &'static str,
+        context: &Bound<'_, PyAny>,
+        loop_: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Handle>> {
+        Py::new(
+            py,
+            Handle {
+                callback: GilCell::new(Some(Callback::Native {
+                    target: target.clone().unbind(),
+                    call,
+                    name,
+                })),
+                context: context.clone().unbind(),
+                loop_: loop_.clone().unbind(),
+                cancelled: AtomicBool::new(false),
+                source_traceback: None,
+                repr: GilCell::new(None),
+            },
+        )
+    }
+
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Relaxed)
     }
 
-    fn callback_parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
-        self.callback.with(py, |cb| {
-            cb.as_ref()
-                .map(|c| (c.func.clone_ref(py), c.args.clone_ref(py)))
-        })
+    fn callback(&self, py: Python<'_>) -> Option<Callback> {
+        self.callback
+            .with(py, |cb| cb.as_ref().map(|c| c.clone_ref(py)))
+    }
+
+    fn callback_parts<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>> {
+        self.callback(py).map(|c| c.python_view(py)).transpose()
     }
 
     pub(crate) fn cancel_base(slf: &Bound<'_, Handle>) -> PyResult<()> {
@@ -108,13 +184,29 @@ impl Handle {
     pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let Some((func, args)) = this.callback_parts(py) else {
-            return Ok(());
-        };
-        let (func, args) = (func.into_bound(py), args.into_bound(py));
-        match call_in_context(py, this.context.bind(py), &func, &args) {
-            Ok(()) => Ok(()),
-            Err(err) => Self::report(slf, err, &func, &args),
+        match this.callback(py) {
+            None => Ok(()),
+            Some(Callback::Python { func, args }) => {
+                let (func, args) = (func.into_bound(py), args.into_bound(py));
+                match call_in_context(py, this.context.bind(py), &func, &args) {
+                    Ok(()) => Ok(()),
+                    Err(err) => Self::report(slf, err, &func, &args),
+                }
+            }
+            Some(native @ Callback::Native { .. }) => {
+                let Callback::Native { target, call, .. } = &native else {
+                    return Ok(());
+                };
+                let context = this.context.bind(py);
+                let outcome = crate::call::in_context(py, context, || call(target.bind(py)));
+                match outcome {
+                    Ok(()) => Ok(()),
+                    Err(err) => {
+                        let (func, args) = native.python_view(py)?;
+                        Self::report(slf, err, &func, &args)
+                    }
+                }
+            }
         }
     }
 
@@ -167,13 +259,13 @@ impl Handle {
     }
 
     #[getter]
-    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.callback_parts(py).map(|(f, _)| f)
+    fn _callback<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(self.callback_parts(py)?.map(|(f, _)| f))
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.callback_parts(py).map(|(_, a)| a)
+    fn _args<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        Ok(self.callback_parts(py)?.map(|(_, a)| a))
     }
 
     #[getter]
@@ -219,10 +311,11 @@ impl Handle {
         visit.call(&self.source_traceback)?;
         self.callback
             .try_with(|cb| match cb {
-                Some(c) => {
-                    visit.call(&c.func)?;
-                    visit.call(&c.args)
+                Some(Callback::Python { func, args }) => {
+                    visit.call(func)?;
+                    visit.call(args)
                 }
+                Some(Callback::Native { target, .. }) => visit.call(target),
                 None => Ok(()),
             })
             .unwrap_or(Ok(()))
@@ -265,12 +358,9 @@ impl TimerHandle {
             return Ok(false);
         }
         let py = slf.py();
-        let (ca, cb) = (a.callback_parts(py), b.callback_parts(py));
-        match (ca, cb) {
+        match (a.callback_parts(py)?, b.callback_parts(py)?) {
             (None, None) => Ok(true),
-            (Some((fa, aa)), Some((fb, ab))) => {
-                Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
-            }
+            (Some((fa, aa)), Some((fb, ab))) => Ok(fa.eq(fb)? && aa.eq(ab)?),
             _ => Ok(false),
         }
     }

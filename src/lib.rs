@@ -10,9 +10,12 @@ mod event_loop;
 mod fd_registry;
 mod gil_cell;
 mod handles;
+mod py_bytes;
 mod py_helpers;
+mod stream_transport;
 mod sys;
 mod timers;
+mod write_buffer;
 
 use pyo3::prelude::*;
 
@@ -28,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<stream_transport::StreamTransport>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

@@ -10,14 +10,15 @@ import threading
 import warnings
 import weakref
 from asyncio import constants, events, futures, tasks
-from ._log import logger
 
 from . import _debug
 from ._core import LoopCore
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
+from ._log import logger
 from ._signals import SignalMixin
 from ._sock_ops import SockOpsMixin
+from ._transport import TransportMixin
 
 _TASK_FACTORY_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
@@ -38,6 +39,7 @@ class EventLoop(
     ExecutorMixin,
     SignalMixin,
     SockOpsMixin,
+    TransportMixin,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop implemented in Rust.

@@ -1,0 +1,188 @@
+"""Socket transports: ``asyncio.Transport`` objects whose I/O runs in
+ferroloop's native stream transport (``_core.StreamTransport``).
+
+The Python class exists so that ``isinstance(transport, asyncio.Transport)``
+holds and ``get_extra_info`` behaves as asyncio's; reading, writing, buffering
+and flow control happen in the native object.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from asyncio import transports, trsock
+
+from ._core import StreamTransport
+from ._log import logger
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+def _set_nodelay(sock):
+    # Small writes go out at once instead of waiting for the peer's ACK.
+    if (
+        sock.family in (socket.AF_INET, getattr(socket, "AF_INET6", None))
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto == socket.IPPROTO_TCP
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SocketTransport(transports.Transport):
+    """A transport over a connected TCP or Unix stream socket."""
+
+    __slots__ = ("_core", "_loop", "__weakref__")
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._core = StreamTransport.create(loop, sock, protocol, self, server)
+        if server is not None:
+            server._attach(self)
+        _set_nodelay(sock)
+        # The same order as asyncio: the protocol hears of the connection
+        # before any data, and the waiter completes after both.
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._core._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        closed, closing, reading, writing, bufsize = self._core._repr_state()
+        info = [type(self).__name__]
+        if closed:
+            info.append("closed")
+        elif closing:
+            info.append("closing")
+        info.append(f"fd={self._core._sock_fd}")
+        if not closed and not self._loop.is_closed():
+            info.append("read=polling" if reading else "read=idle")
+            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        core = getattr(self, "_core", None)
+        sock = core._sock if core is not None else None
+        if sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()
+            server = core._server
+            if server is not None:
+                server._detach(self)
+
+    # ---- the asyncio.Transport interface ---------------------------------
+
+    def write(self, data):
+        """Send ``data`` (bytes-like) without blocking; queue what the
+        kernel does not take now."""
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def write_eof(self):
+        """Close the write side once queued data is sent."""
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def close(self):
+        """Close after sending queued data; connection_lost(None) follows."""
+        self._core.close()
+
+    def abort(self):
+        """Close at once, dropping queued data."""
+        self._core.abort()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger().debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger().debug("%r resumes reading", self)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    # ---- used by the native core and by the loop -------------------------
+
+    @property
+    def _sock(self):
+        return self._core._sock
+
+    @property
+    def _sock_fd(self):
+        return self._core._sock_fd
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        """An error ended the connection: OSErrors (resets, broken pipes)
+        are the peer's doing and only logged in debug mode; anything else
+        goes to the exception handler. connection_lost(exc) follows."""
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger().debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._core.get_protocol(),
+                }
+            )
+        self._core._force_close(exc)
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def _log_debug(self, fmt):
+        logger().debug(fmt, self)
+
+    def _make_empty_waiter(self):
+        return self._core._make_empty_waiter()
+
+    def _reset_empty_waiter(self):
+        self._core._reset_empty_waiter()
+
+
+class TransportMixin:
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        """A stream transport over the connected, non-blocking ``sock``."""
+        return SocketTransport(self, sock, protocol, waiter, extra, server)

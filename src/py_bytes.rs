@@ -1,0 +1,101 @@
+//! Filling Python bytes objects, and reading Python buffers, without
+//! intermediate copies.
+
+use std::os::raw::c_int;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::call::take_raised;
+
+extern "C" {
+    // Part of CPython's C API in every supported version, though PyO3 does
+    // not export it: shrinks a fresh bytes object in place.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
+/// Allocates a bytes object of `capacity`, lets `fill` write into it and
+/// report how much it wrote, then trims it to that length. The kernel copies
+/// straight into the object that the protocol receives.
+pub fn bytes_filled_by<'py, E>(
+    py: Python<'py>,
+    capacity: usize,
+    fill: impl FnOnce(*mut u8, usize) -> Result<usize, E>,
+) -> PyResult<Result<Bound<'py, PyBytes>, E>> {
+    // SAFETY: a bytes object created with a NULL source is writable until
+    // it is shared; it is shared only after being trimmed below.
+    unsafe {
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), capacity as ffi::Py_ssize_t);
+        if obj.is_null() {
+            return Err(take_raised(py));
+        }
+        let data = ffi::PyBytes_AsString(obj) as *mut u8;
+        match fill(data, capacity) {
+            Err(e) => {
+                ffi::Py_DECREF(obj);
+                Ok(Err(e))
+            }
+            Ok(n) => {
+                if n != capacity && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) != 0 {
+                    return Err(take_raised(py));
+                }
+                Ok(Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked()))
+            }
+        }
+    }
+}
+
+/// A contiguous byte view of any buffer-protocol object, released on drop.
+pub struct ByteView {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl ByteView {
+    /// Read-only view (`bytes`, `bytearray`, `memoryview`, ...).
+    pub fn read(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
+        Self::get(obj, ffi::PyBUF_SIMPLE)
+    }
+
+    /// Writable view, for `BufferedProtocol.get_buffer()` results.
+    pub fn write(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
+        Self::get(obj, ffi::PyBUF_WRITABLE)
+    }
+
+    fn get(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<ByteView> {
+        // SAFETY: Py_buffer is plain data filled by PyObject_GetBuffer; it is
+        // released exactly once, in Drop, only if the call succeeded.
+        unsafe {
+            let mut view: Box<ffi::Py_buffer> = Box::new(std::mem::zeroed());
+            if ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) != 0 {
+                return Err(take_raised(obj.py()));
+            }
+            Ok(ByteView { view })
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.view.buf as *mut u8
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.len() == 0 {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `len` readable bytes at `buf`
+        // while the view is held.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer;
+        // views are only created and dropped with the GIL held.
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+    }
+}
