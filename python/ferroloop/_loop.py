@@ -12,10 +12,12 @@ import weakref
 from asyncio import constants, events, futures, tasks
 
 from . import _debug
+from ._connect import ConnectMixin
 from ._core import LoopCore
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
 from ._log import logger
+from ._server import ServerMixin
 from ._signals import SignalMixin
 from ._sock_ops import SockOpsMixin
 from ._transport import TransportMixin
@@ -38,8 +40,10 @@ class EventLoop(
     ExceptionHandlerMixin,
     ExecutorMixin,
     SignalMixin,
+    ServerMixin,
     SockOpsMixin,
     TransportMixin,
+    ConnectMixin,
     asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop implemented in Rust.

@@ -204,6 +204,10 @@ class SockOpsMixin:
             fut.set_exception(exc)
         else:
             fut.set_result(None)
+        finally:
+            # The raised error's traceback holds this frame: drop the
+            # future so error -> frame -> future -> error is not a cycle.
+            fut = None
 
     async def sock_accept(self, sock):
         """Accept a connection: ``(conn, address)``, ``conn`` non-blocking."""

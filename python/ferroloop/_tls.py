@@ -1,0 +1,54 @@
+"""TLS for ferroloop's stream transports.
+
+ferroloop has no TLS code of its own: like asyncio's selector loop, it puts
+the stdlib's ``asyncio.sslproto.SSLProtocol`` between a plain socket
+transport and the application's protocol, so handshake, shutdown and
+timeout behaviour are exactly the running Python's.
+"""
+
+from __future__ import annotations
+
+import sys
+from asyncio import constants, sslproto
+
+# 3.10's SSL layer predates the shutdown timeout.
+_HAS_SHUTDOWN_TIMEOUT = sys.version_info >= (3, 11)
+_DEFAULT_SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", None)
+# From 3.12 a socket that a live transport still uses is refused.
+_CHECKS_FD_OWNER = sys.version_info >= (3, 12)
+
+
+class TLSMixin:
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=_DEFAULT_SHUTDOWN_TIMEOUT,
+    ):
+        """A TLS transport for ``protocol`` over the connected ``rawsock``.
+
+        ``waiter`` gets its result once the handshake is done (or the
+        handshake's error); ``sslcontext`` None means a default context.
+        """
+        if _CHECKS_FD_OWNER:
+            # Before the SSL layer exists, so a refused socket leaves nothing
+            # half-built.
+            self._ensure_fd_no_transport(rawsock)
+        timeouts = {"ssl_handshake_timeout": ssl_handshake_timeout}
+        if _HAS_SHUTDOWN_TIMEOUT:
+            timeouts["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        # The plain transport reports to the SSL layer; the application only
+        # ever sees the SSL layer's transport.
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
