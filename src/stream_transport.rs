@@ -713,6 +713,13 @@ impl StreamTransport {
             .with(py, |st| st.sock.as_ref().map(|s| s.clone_ref(py)))
     }
 
+    /// Whether the protocol was told to pause writing (sendfile's fallback
+    /// must not write until it resumes).
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.state.with(py, |st| st.protocol_paused)
+    }
+
     #[getter]
     fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state

@@ -17,6 +17,7 @@ from ._core import LoopCore
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
 from ._log import logger
+from ._sendfile import SendfileMixin
 from ._server import ServerMixin
 from ._signals import SignalMixin
 from ._sock_ops import SockOpsMixin
@@ -41,6 +42,7 @@ class EventLoop(
     ExecutorMixin,
     SignalMixin,
     ServerMixin,
+    SendfileMixin,
     SockOpsMixin,
     TransportMixin,
     ConnectMixin,

@@ -8,6 +8,7 @@ timeout behaviour are exactly the running Python's.
 
 from __future__ import annotations
 
+import ssl
 import sys
 from asyncio import constants, sslproto
 
@@ -52,3 +53,88 @@ class TLSMixin:
         # ever sees the SSL layer's transport.
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    async def _upgrade_to_tls(
+        self, transport, protocol, sslcontext, server_side, server_hostname, timeouts
+    ):
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            call_connection_made=False,
+            **timeouts,
+        )
+        # Bytes that arrive before the SSL layer has seen connection_made
+        # must wait for it: stop reading until that callback has run.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resumed = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
+        return ssl_protocol._app_transport
+
+    if _HAS_SHUTDOWN_TIMEOUT:
+
+        async def start_tls(
+            self,
+            transport,
+            protocol,
+            sslcontext,
+            *,
+            server_side=False,
+            server_hostname=None,
+            ssl_handshake_timeout=None,
+            ssl_shutdown_timeout=None,
+        ):
+            """Put TLS over ``transport`` and return the new transport that
+            ``protocol`` must use from now on (after the handshake)."""
+            return await self._upgrade_to_tls(
+                transport,
+                protocol,
+                sslcontext,
+                server_side,
+                server_hostname,
+                {
+                    "ssl_handshake_timeout": ssl_handshake_timeout,
+                    "ssl_shutdown_timeout": ssl_shutdown_timeout,
+                },
+            )
+
+    else:
+
+        async def start_tls(
+            self,
+            transport,
+            protocol,
+            sslcontext,
+            *,
+            server_side=False,
+            server_hostname=None,
+            ssl_handshake_timeout=None,
+        ):
+            """Put TLS over ``transport`` and return the new transport that
+            ``protocol`` must use from now on (after the handshake)."""
+            return await self._upgrade_to_tls(
+                transport,
+                protocol,
+                sslcontext,
+                server_side,
+                server_hostname,
+                {"ssl_handshake_timeout": ssl_handshake_timeout},
+            )

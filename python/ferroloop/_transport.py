@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import warnings
-from asyncio import transports, trsock
+from asyncio import constants, transports, trsock
 
 from ._core import StreamTransport
 from ._log import logger
@@ -35,6 +35,11 @@ class SocketTransport(transports.Transport):
     """A transport over a connected TCP or Unix stream socket."""
 
     __slots__ = ("_core", "_loop", "__weakref__")
+
+    # loop.sendfile may use os.sendfile on the socket; loop.start_tls may
+    # put a TLS layer over it.
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         super().__init__(extra)
@@ -146,6 +151,10 @@ class SocketTransport(transports.Transport):
     @property
     def _sock_fd(self):
         return self._core._sock_fd
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
 
     @property
     def _protocol(self):

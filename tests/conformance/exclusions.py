@@ -14,4 +14,14 @@ EXCLUSIONS = {
         "counts calls by replacing loop._run_once and reports _clock_resolution/_selector",
     "test_events.EventLoopTestsMixin.test_create_server_multiple_hosts_*":
         "mocks asyncio.base_events.socket and loop._start_serving/_stop_serving",
+    "test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_cancel*":
+        "calls the selector loop's private _sock_sendfile_native_impl directly",
+    "test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_blocking_error":
+        "calls the selector loop's private _sock_sendfile_native_impl directly",
+    "test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_exception":
+        "calls the selector loop's private _sock_sendfile_native_impl directly",
+    "test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_os_error_*":
+        "calls the selector loop's private _sock_sendfile_native_impl directly",
+    "test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_not_available":
+        "removes os.sendfile by patching the module asyncio.unix_events imports",
 }
