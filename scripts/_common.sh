@@ -17,6 +17,10 @@ PIP_TOOLS=(
   "pytest-timeout==2.4.0"
 )
 
+# Real libraries driven by tests/test_real_libraries.py (aiohttp, uvicorn,
+# asyncpg and their dependencies), pinned there; wheels only.
+REAL_LIBS_REQUIREMENTS="$ROOT/tests/requirements-real.txt"
+
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 # Prints the path of a CPython X.Y interpreter, or fails.
@@ -53,7 +57,28 @@ ensure_venv() {
   if ! "$venv/bin/python" -m pip show -q maturin pytest pytest-timeout >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PIP_TOOLS[@]}"
   fi
+  # A no-op (no download) once the pinned versions are installed. On failure
+  # the run goes on: tests/test_real_libraries.py then fails, naming the
+  # missing library.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    --only-binary=:all: -r "$REAL_LIBS_REQUIREMENTS" >&2 \
+    || echo "WARNING: could not install $REAL_LIBS_REQUIREMENTS into $venv" >&2
   echo "$venv"
+}
+
+# The asyncpg tests start a throwaway PostgreSQL server (initdb + pg_ctl from
+# /usr/lib/postgresql/*/bin). Installs Debian's "postgresql" when missing.
+ensure_postgresql_server() {
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "PostgreSQL server missing; run: apt-get install postgresql" >&2
+    return 1
+  fi
+  log "installing the PostgreSQL server (Debian package postgresql)"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y)
+  timeout 600 "${apt[@]}" install postgresql </dev/null >&2 \
+    || { timeout 300 "${apt[@]}" update </dev/null >&2 \
+         && timeout 600 "${apt[@]}" install postgresql </dev/null >&2; }
 }
 
 # Builds ferroloop into the venv (editable). $2: "release" or "debug".

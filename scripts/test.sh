@@ -26,6 +26,9 @@ step() {
 summary="$(mktemp)"
 trap 'rm -f "$summary"' EXIT
 
+# For tests/test_real_libraries.py (asyncpg); without it those tests fail.
+ensure_postgresql_server || echo "FAIL  PostgreSQL server install" >>"$summary"
+
 default_python="$(find_python "$DEFAULT_PYTHON_VERSION")"
 log "Rust unit tests"
 step "cargo test" env PYO3_PYTHON="$default_python" \

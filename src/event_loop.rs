@@ -826,6 +826,17 @@ impl LoopCore {
         Self::add_fd_callback(slf, fd, Direction::Write, callback, args)
     }
 
+    /// Marks `fd` as used by a transport written in Python (held weakly),
+    /// or frees it with None: plain fd callbacks are then refused on it.
+    fn _set_fd_transport(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        transport: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.set_fd_transport(py, fd, transport.as_ref().filter(|t| !t.is_none()))
+    }
+
     /// Refuses fds that a live transport of this loop uses.
     fn _ensure_fd_no_transport(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
         self.ensure_fd_no_transport(py, fd)

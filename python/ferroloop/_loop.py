@@ -14,6 +14,7 @@ from asyncio import constants, events, futures, tasks
 from . import _debug
 from ._connect import ConnectMixin
 from ._core import LoopCore
+from ._datagram import DatagramMixin
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
 from ._log import logger
@@ -43,6 +44,7 @@ class EventLoop(
     SignalMixin,
     ServerMixin,
     SendfileMixin,
+    DatagramMixin,
     SockOpsMixin,
     TransportMixin,
     ConnectMixin,

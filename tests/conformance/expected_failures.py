@@ -80,7 +80,7 @@ GROUPS = {
         },
     ),
     "udp": dict(
-        delivered=False,
+        delivered=True,
         feature="create_datagram_endpoint, datagram transports",
         tests={
             'test_events.EventLoopTestsMixin.test_datagram_send_to_non_listening_address':

@@ -1,0 +1,464 @@
+"""UDP and Unix datagram endpoints: create_datagram_endpoint and the
+datagram transport.
+
+The transport is driven by the loop's native fd callbacks; what it adds is
+asyncio's contract: one datagram per recvfrom, errors of individual sends
+(ICMP port unreachable and the like) go to ``error_received`` without ending
+the transport, a queue for datagrams the kernel refuses for now, flow
+control over that queue, and ``connection_lost`` exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import stat
+import sys
+import warnings
+from asyncio import constants, transports, trsock
+
+from ._log import logger
+from ._resolve import ensure_resolved
+from ._server import _set_reuseport
+
+PY_VERSION = sys.version_info[:2]
+# 3.13 counts a per-datagram header in the buffer size, so that a flood of
+# empty datagrams still pauses the protocol; it also sends empty datagrams.
+_HEADER = 8 if PY_VERSION >= (3, 13) else 0
+_SENDS_EMPTY = PY_VERSION >= (3, 13)
+_UNSET = object()
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+    """A transport over a (possibly connected) datagram socket."""
+
+    max_size = 256 * 1024  # the largest datagram read
+    _sock = None  # read by __del__ even if __init__ failed
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._protocol = protocol
+        self._address = address
+        self._buffer = collections.deque()
+        self._buffer_size = 0
+        self._conn_lost = 0
+        self._closing = False
+        self._paused = False
+        loop._set_fd_transport(self._sock_fd, self)
+        loop.call_soon(protocol.connection_made, self)
+        # Datagrams are delivered only once the protocol knows its transport.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed() and self._sock is not None:
+            info.append("read=polling" if self.is_reading() else "read=idle")
+            state = "polling" if self._buffer else "idle"
+            info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # ---- BaseTransport / ReadTransport -----------------------------------
+
+    def get_protocol(self):
+        return self._protocol
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        self._loop._remove_reader(self._sock_fd)
+        if self._loop.get_debug():
+            logger().debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._loop._add_reader(self._sock_fd, self._read_ready)
+        if self._loop.get_debug():
+            logger().debug("%r resumes reading", self)
+
+    def get_write_buffer_size(self):
+        return self._buffer_size
+
+    def close(self):
+        """Close once queued datagrams are sent; connection_lost(None)
+        follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._sock_fd)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._sock_fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        """Close at once, dropping queued datagrams."""
+        self._force_close(None)
+
+    # ---- reading -----------------------------------------------------------
+
+    def _start_reading(self):
+        if self.is_reading():
+            self._loop._add_reader(self._sock_fd, self._read_ready)
+
+    def _read_ready(self):
+        if self._conn_lost:
+            return
+        try:
+            data, addr = self._sock.recvfrom(self.max_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            # An earlier send's failure reported by the kernel (e.g.
+            # ECONNREFUSED): the endpoint itself is still usable.
+            self._protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+        else:
+            self._protocol.datagram_received(data, addr)
+
+    # ---- writing -----------------------------------------------------------
+
+    def sendto(self, data, addr=None):
+        """Send one datagram to ``addr`` (or to the connected peer)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if not data and not _SENDS_EMPTY:
+            return
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger().warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer:
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop._add_writer(self._sock_fd, self._sendto_ready)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        # The caller may reuse a mutable buffer once sendto returns.
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data) + _HEADER
+        self._maybe_pause_protocol()
+
+    def _sendto_ready(self):
+        while self._buffer:
+            data, addr = self._buffer.popleft()
+            self._buffer_size -= len(data) + _HEADER
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                self._buffer.appendleft((data, addr))
+                self._buffer_size += len(data) + _HEADER
+                break
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._maybe_resume_protocol()
+        if not self._buffer:
+            self._loop._remove_writer(self._sock_fd)
+            if self._closing:
+                self._call_connection_lost(None)
+
+    # ---- ending --------------------------------------------------------------
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger().debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._buffer_size = 0
+            self._loop._remove_writer(self._sock_fd)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._sock_fd)
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            loop = self._loop
+            # Free the fd for plain callbacks before the number can be reused.
+            if not loop.is_closed():
+                loop._set_fd_transport(self._sock_fd, None)
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+
+
+def _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
+                     allow_broadcast, **named_only):  # fmt: skip
+    if PY_VERSION >= (3, 13):
+        if sock.type == socket.SOCK_STREAM:
+            raise ValueError(f"A datagram socket was expected, got {sock!r}")
+    elif sock.type != socket.SOCK_DGRAM:
+        raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+    opts = dict(
+        local_addr=local_addr,
+        remote_addr=remote_addr,
+        family=family,
+        proto=proto,
+        flags=flags,
+        **named_only,
+        reuse_port=reuse_port,
+        allow_broadcast=allow_broadcast,
+    )
+    if any(v for k, v in opts.items() if k not in named_only):
+        problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
+        raise ValueError(
+            f"socket modifier keyword arguments can not be used "
+            f"when sock is specified. ({problems})"
+        )
+
+
+def _remove_stale_unix_socket(path):
+    if path[0] in (0, "\x00"):  # abstract namespace: nothing on disk
+        return
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        logger().error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+
+
+class DatagramMixin:
+    async def _datagram_endpoint(self, protocol_factory, local_addr, remote_addr, family,
+                                 proto, flags, reuse_port, allow_broadcast, sock,
+                                 **named_only):  # fmt: skip
+        r_addr = None
+        if sock is not None:
+            _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
+                             allow_broadcast, **named_only)  # fmt: skip
+            sock.setblocking(False)
+        else:
+            candidates = await self._datagram_candidates(local_addr, remote_addr, family,
+                                                         proto, flags)  # fmt: skip
+            errors = []
+            for (family, proto), (local_address, remote_address) in candidates:
+                try:
+                    sock, r_addr = await self._open_datagram_socket(
+                        family, proto, local_addr and local_address,
+                        remote_addr and remote_address, reuse_port, allow_broadcast,
+                    )  # fmt: skip
+                except OSError as exc:
+                    errors.append(exc)
+                else:
+                    break
+            else:
+                raise errors[0]
+
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = self._make_datagram_transport(sock, protocol, r_addr, waiter)
+        if self._debug:
+            if local_addr:
+                logger().info(
+                    "Datagram endpoint local_addr=%r remote_addr=%r created: (%r, %r)",
+                    local_addr, remote_addr, transport, protocol,
+                )  # fmt: skip
+            else:
+                logger().debug(
+                    "Datagram endpoint remote_addr=%r created: (%r, %r)",
+                    remote_addr, transport, protocol,
+                )  # fmt: skip
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def _datagram_candidates(self, local_addr, remote_addr, family, proto, flags):
+        """[((family, proto), (local address, remote address)), ...] to try
+        in order: every pair of families both addresses resolve to."""
+        if not (local_addr or remote_addr):
+            if family == 0:
+                raise ValueError("unexpected address family")
+            return [((family, proto), (None, None))]
+        if hasattr(socket, "AF_UNIX") and family == socket.AF_UNIX:
+            for addr in (local_addr, remote_addr):
+                if addr is not None and not isinstance(addr, str):
+                    raise TypeError("string is expected")
+            if local_addr:
+                _remove_stale_unix_socket(local_addr)
+            return [((family, proto), (local_addr, remote_addr))]
+        by_family = {}  # insertion-ordered, as asyncio tries them
+        for index, addr in ((0, local_addr), (1, remote_addr)):
+            if addr is None:
+                continue
+            if not (isinstance(addr, tuple) and len(addr) == 2):
+                if PY_VERSION >= (3, 11):
+                    raise TypeError("2-tuple is expected")
+                raise AssertionError("2-tuple is expected")
+            infos = await ensure_resolved(
+                self, addr, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
+            )
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            for fam, _, pro, _, address in infos:
+                by_family.setdefault((fam, pro), [None, None])[index] = address
+        candidates = [
+            (key, pair)
+            for key, pair in by_family.items()
+            if not ((local_addr and pair[0] is None) or (remote_addr and pair[1] is None))
+        ]
+        if not candidates:
+            raise ValueError("can not get address information")
+        return candidates
+
+    async def _open_datagram_socket(self, family, proto, local_address, remote_address,
+                                    reuse_port, allow_broadcast):  # fmt: skip
+        sock = socket.socket(family=family, type=socket.SOCK_DGRAM, proto=proto)
+        try:
+            if reuse_port:
+                _set_reuseport(sock)
+            if allow_broadcast:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setblocking(False)
+            if local_address:
+                sock.bind(local_address)
+            if remote_address:
+                # A broadcast endpoint is not connected: it sends to the
+                # remote address explicitly.
+                if not allow_broadcast:
+                    await self.sock_connect(sock, remote_address)
+                return sock, remote_address
+            return sock, None
+        except BaseException:
+            sock.close()
+            raise
+
+    if PY_VERSION >= (3, 11):
+
+        async def create_datagram_endpoint(
+            self, protocol_factory, local_addr=None, remote_addr=None, *, family=0,
+            proto=0, flags=0, reuse_port=None, allow_broadcast=None, sock=None,
+        ):  # fmt: skip
+            """A datagram endpoint: (transport, protocol).  Binds to
+            ``local_addr`` and/or connects to ``remote_addr`` (resolved as
+            asyncio does), or wraps ``sock``."""
+            return await self._datagram_endpoint(
+                protocol_factory, local_addr, remote_addr, family, proto, flags,
+                reuse_port, allow_broadcast, sock,
+            )  # fmt: skip
+
+    else:
+
+        async def create_datagram_endpoint(
+            self, protocol_factory, local_addr=None, remote_addr=None, *, family=0,
+            proto=0, flags=0, reuse_address=_UNSET, reuse_port=None, allow_broadcast=None,
+            sock=None,
+        ):  # fmt: skip
+            """A datagram endpoint: (transport, protocol).  Binds to
+            ``local_addr`` and/or connects to ``remote_addr`` (resolved as
+            asyncio does), or wraps ``sock``."""
+            # With sock=, 3.10 ignores reuse_address but names it among
+            # the offending arguments when others are given.
+            named_only = {} if reuse_address is _UNSET else {"reuse_address": reuse_address}
+            if sock is None and reuse_address is not _UNSET:
+                if reuse_address:
+                    raise ValueError(
+                        "Passing `reuse_address=True` is no longer supported, as the "
+                        "usage of SO_REUSEPORT in UDP poses a significant security concern."
+                    )
+                warnings.warn(
+                    "The *reuse_address* parameter has been deprecated as of 3.5.10 and "
+                    "is scheduled for removal in 3.11.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            return await self._datagram_endpoint(
+                protocol_factory, local_addr, remote_addr, family, proto, flags,
+                reuse_port, allow_broadcast, sock, **named_only,
+            )  # fmt: skip
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
