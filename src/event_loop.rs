@@ -377,6 +377,21 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Frees `fd` if `owner` (or a transport already gone) holds it; a
+    /// newer transport on the same fd number keeps it.
+    pub(crate) fn release_fd_transport(&self, py: Python<'_>, fd: RawFd, owner: &Bound<'_, PyAny>) {
+        let previous = self.state.with(py, |st| {
+            st.fds.remove_transport_if(fd, |weak| {
+                // Upgrading a weak reference runs no Python code.
+                match weak.bind(py).cast::<pyo3::types::PyWeakrefReference>() {
+                    Ok(weak) => weak.upgrade().is_none_or(|target| target.is(owner)),
+                    Err(_) => true,
+                }
+            })
+        });
+        drop(previous);
+    }
+
     /// asyncio's `_ensure_fd_no_transport`: a live transport's fd cannot
     /// take plain reader/writer callbacks.
     fn ensure_fd_no_transport(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {

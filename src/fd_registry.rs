@@ -82,6 +82,20 @@ impl FdRegistry {
         }
     }
 
+    /// Frees `fd` only if `owns` says its transport entry is the caller's:
+    /// a new transport may already hold the same fd number.
+    pub fn remove_transport_if(
+        &mut self,
+        fd: RawFd,
+        owns: impl FnOnce(&Py<PyAny>) -> bool,
+    ) -> Option<Py<PyAny>> {
+        if self.transports.get(&fd).is_some_and(owns) {
+            self.transports.remove(&fd)
+        } else {
+            None
+        }
+    }
+
     pub fn transport(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
         self.transports.get(&fd).map(|w| w.clone_ref(py))
     }

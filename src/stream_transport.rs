@@ -81,8 +81,13 @@ struct State {
     buffer: WriteBuffer,
     high_water: usize,
     low_water: usize,
+    /// The limits as the user gave them, returned by
+    /// get_write_buffer_limits (asyncio keeps floats and huge ints as is).
+    limits: Option<(Py<PyAny>, Py<PyAny>)>,
     /// Non-zero once connection_lost is scheduled; counts later writes.
     conn_lost: u32,
+    /// connection_lost has run: the fd number may belong to someone else.
+    lost: bool,
     closing: bool,
     eof: bool,
     paused: bool,
@@ -104,6 +109,19 @@ fn buffered_protocol_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     CELL.import(py, "asyncio.protocols", "BufferedProtocol")
         .map(|t| t.as_any())
+}
+
+/// A water mark for comparisons with byte counts: `n > x` is `n > floor(x)`
+/// for any real x >= 0, and anything beyond usize is as good as infinite.
+fn saturating_usize(value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if value.ge(usize::MAX)? {
+        return Ok(usize::MAX);
+    }
+    let floor = value
+        .py()
+        .import(intern!(value.py(), "math"))?
+        .getattr(intern!(value.py(), "floor"))?;
+    floor.call1((value,))?.extract()
 }
 
 fn is_fatal_for_loop(py: Python<'_>, err: &PyErr) -> bool {
@@ -524,6 +542,18 @@ impl StreamTransport {
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let first = this.state.with(py, |st| {
+            let first = !std::mem::replace(&mut st.lost, true);
+            // Later writes are dropped, never sent to a reused fd number.
+            st.conn_lost = st.conn_lost.max(1);
+            first
+        });
+        if !first {
+            return Ok(());
+        }
+        // While the fd number is still ours.
+        this.unwatch(py, Direction::Read)?;
+        this.unwatch(py, Direction::Write)?;
         let (protocol, sock, server, wrapper, handles) = this.state.with(py, |st| {
             st.reader = None;
             (
@@ -549,8 +579,8 @@ impl StreamTransport {
         if let Some(sock) = sock {
             cleanup = sock.bind(py).call_method0(intern!(py, "close")).map(drop);
         }
-        if let Ok(core) = this.core(py) {
-            core.set_fd_transport(py, this.fd, None)?;
+        if let (Ok(core), Some(wrapper)) = (this.core(py), &wrapper) {
+            core.release_fd_transport(py, this.fd, wrapper.bind(py));
         }
         if let (Some(server), Some(wrapper)) = (server, &wrapper) {
             server
@@ -748,7 +778,15 @@ impl StreamTransport {
         let this = slf.get();
         Self::check_write_data(data)?;
         let lost = this.write_checks(py, "write")?;
-        let view = ByteView::read(data)?;
+        let view = match ByteView::read(data) {
+            Ok(view) => view,
+            // asyncio fails in send(): the connection ends with the error
+            // (a non-contiguous memoryview, say), write() itself returns.
+            Err(err) if lost.is_none() => {
+                return Self::fatal_error(slf, err, "Fatal write error on socket transport")
+            }
+            Err(err) => return Err(err),
+        };
         if view.len() == 0 {
             return Ok(());
         }
@@ -778,25 +816,41 @@ impl StreamTransport {
     }
 
     /// All buffers in order, sent with as few system calls as possible.
+    /// (asyncio 3.12+'s writelines; before 3.12 the Python transport joins
+    /// the buffers and calls write(), as asyncio does.)
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let lost = this.write_checks(py, "writelines")?;
+        if !list_of_data.is_truthy()? {
+            return Ok(());
+        }
         let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
         for item in &items {
-            Self::check_write_data(item)?;
-        }
-        if items.is_empty() {
-            return Ok(());
+            if Self::check_write_data(item).is_err() {
+                // Any buffer is accepted, anything else fails as asyncio's
+                // memoryview(data) does.
+                PyMemoryView::from(item)?;
+            }
         }
         if let Some(conn_lost) = lost {
             return this.note_write_after_loss(py, conn_lost);
         }
-        let was_empty = this.state.with(py, |st| st.buffer.is_empty());
+        let mut views = Vec::with_capacity(items.len());
         for item in &items {
-            let view = ByteView::read(item)?;
-            this.enqueue(py, item, &view, 0);
+            match ByteView::read(item) {
+                Ok(view) => views.push(view),
+                Err(err) => {
+                    drop(views);
+                    return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+                }
+            }
         }
+        let was_empty = this.state.with(py, |st| st.buffer.is_empty());
+        for (item, view) in items.iter().zip(&views) {
+            this.enqueue(py, item, view, 0);
+        }
+        drop(views);
         if was_empty {
             // Same as a writable report: one sendmsg for all of it.
             Self::on_writable(slf.as_any())?;
@@ -913,16 +967,33 @@ impl StreamTransport {
                 low.repr()?
             )));
         }
-        let (high, low): (usize, usize) = (high.extract()?, low.extract()?);
-        slf.get().state.with(py, |st| {
-            st.high_water = high;
-            st.low_water = low;
+        let (high_water, low_water) = (saturating_usize(&high)?, saturating_usize(&low)?);
+        let limits = (low.unbind(), high.unbind());
+        let previous = slf.get().state.with(py, |st| {
+            st.high_water = high_water;
+            st.low_water = low_water;
+            st.limits.replace(limits)
         });
+        drop(previous);
         Self::maybe_pause_protocol(slf)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        self.state.with(py, |st| (st.low_water, st.high_water))
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let given = self.state.with(py, |st| {
+            st.limits
+                .as_ref()
+                .map(|(l, h)| (l.clone_ref(py), h.clone_ref(py)))
+        });
+        match given {
+            Some(limits) => Ok(limits),
+            None => {
+                let (low, high) = self.state.with(py, |st| (st.low_water, st.high_water));
+                Ok((
+                    low.into_pyobject(py)?.into_any().unbind(),
+                    high.into_pyobject(py)?.into_any().unbind(),
+                ))
+            }
+        }
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
@@ -993,6 +1064,10 @@ impl StreamTransport {
                     &st.empty_waiter,
                 ] {
                     visit.call(obj)?;
+                }
+                if let Some((low, high)) = &st.limits {
+                    visit.call(low)?;
+                    visit.call(high)?;
                 }
                 match &st.reader {
                     Some(Reader::Data { data_received }) => visit.call(data_received)?,

@@ -20,6 +20,8 @@ from ._executor import ExecutorMixin
 from ._log import logger
 from ._sendfile import SendfileMixin
 from ._server import ServerMixin
+from ._subprocess import SubprocessMixin
+from ._pipes import PipesMixin
 from ._signals import SignalMixin
 from ._sock_ops import SockOpsMixin
 from ._transport import TransportMixin
@@ -45,6 +47,8 @@ class EventLoop(
     ServerMixin,
     SendfileMixin,
     DatagramMixin,
+    PipesMixin,
+    SubprocessMixin,
     SockOpsMixin,
     TransportMixin,
     ConnectMixin,
@@ -163,6 +167,7 @@ class EventLoop(
         if self._debug:
             logger().debug("Close %r", self)
         self._remove_all_signal_handlers()
+        self._close_child_watching()
         self._close_native()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -9,11 +9,17 @@ and flow control happen in the native object.
 from __future__ import annotations
 
 import socket
+import sys
 import warnings
 from asyncio import constants, transports, trsock
 
 from ._core import StreamTransport
 from ._log import logger
+
+
+# 3.12 gave socket transports a writelines that sends the buffers as they
+# are (asyncio's own messages differ accordingly).
+_NATIVE_WRITELINES = sys.version_info >= (3, 12)
 
 
 def _set_result_unless_cancelled(fut, result):
@@ -95,8 +101,19 @@ class SocketTransport(transports.Transport):
         kernel does not take now."""
         self._core.write(data)
 
-    def writelines(self, list_of_data):
-        self._core.writelines(list_of_data)
+    if _NATIVE_WRITELINES:
+
+        def writelines(self, list_of_data):
+            """Send every buffer in order, with one system call when the
+            kernel takes them all."""
+            self._core.writelines(list_of_data)
+
+    else:
+
+        def writelines(self, list_of_data):
+            """Send every buffer in order (joined first, as asyncio does
+            before 3.12, so its errors and messages are the same)."""
+            self._core.write(b"".join(list_of_data))
 
     def write_eof(self):
         """Close the write side once queued data is sent."""

@@ -92,7 +92,7 @@ GROUPS = {
         },
     ),
     "pipes": dict(
-        delivered=False,
+        delivered=True,
         feature="connect_read_pipe / connect_write_pipe, PTYs",
         tests={
             'test_events.EventLoopTestsMixin.test_read_pipe':
@@ -114,7 +114,7 @@ GROUPS = {
         },
     ),
     "subprocesses": dict(
-        delivered=False,
+        delivered=True,
         feature="subprocess_exec / subprocess_shell and child watching",
         tests={
             'test_events.SubprocessTestsMixin.*':

@@ -104,9 +104,10 @@ MODULES = (
                note="mostly BaseEventLoop internals run on stdlib loops"),
     ModuleSpec("test_threads"),
 
+    ModuleSpec("test_subprocess"),
+
     # Prepared: switched on as the matching ferroloop features land.
-    ModuleSpec("test_subprocess", enabled=False),
-    ModuleSpec("test_eager_task_factory", min_version=(3, 12), enabled=False),
+    ModuleSpec("test_eager_task_factory", min_version=(3, 12)),
 )
 
 BY_NAME = {spec.name: spec for spec in MODULES}
