@@ -166,7 +166,9 @@ impl LoopCore {
 
         let timeout_ms = this.poll_timeout(py)?;
         let mut events = Events::new();
-        this.poll(py, &mut events, timeout_ms)?;
+        if timeout_ms != 0 || this.must_poll_while_busy(py) {
+            this.poll(py, &mut events, timeout_ms)?;
+        }
 
         let mut garbage = Vec::new();
         let woken = this.state.with(py, |st| {
@@ -199,6 +201,16 @@ impl LoopCore {
         Self::run_ready(slf)
     }
 
+    /// With callbacks ready the poll cannot wait, so it only looks for I/O.
+    /// With no fd registered there is none to find, only the wake-up
+    /// channel (signals, threads): that is looked at every few iterations,
+    /// which saves a system call per iteration of a callback-bound loop.
+    fn must_poll_while_busy(&self, py: Python<'_>) -> bool {
+        const WAKER_CHECK_EVERY: u64 = 16;
+        self.state.with(py, |st| st.fds.registered() > 0)
+            || self.iterations.load(Relaxed) % WAKER_CHECK_EVERY == 0
+    }
+
     /// The poll timeout in milliseconds (-1: no timer, wait for I/O), and
     /// the `sleeping` flag raised when the poll may block. Python signal
     /// handlers get their chance first, so a Ctrl-C that arrived while
@@ -210,6 +222,9 @@ impl LoopCore {
             if unsafe { ffi::PyErr_CheckSignals() } != 0 {
                 return Err(crate::call::take_raised(py));
             }
+        }
+        if busy {
+            return Ok(0);
         }
         let now = clock::monotonic();
         Ok(self.state.with(py, |st| {
@@ -256,6 +271,9 @@ impl LoopCore {
     }
 
     fn queue_due_timers(&self, py: Python<'_>) {
+        if self.state.with(py, |st| st.timers.len() == 0) {
+            return; // and no clock read
+        }
         let end_time = clock::monotonic() + self.clock_resolution;
         let mut garbage = Vec::new();
         self.state.with(py, |st| {

@@ -351,11 +351,18 @@ def test_sendfile_over_tls_uses_the_fallback_and_delivers_everything(run, data_f
             self.size += len(data)
 
         def eof_received(self):
-            self.done.set_result((self.size, self.digest.hexdigest()))
+            self._finish()
 
         def connection_lost(self, exc):
+            # 3.10's SSL layer may report a clean close without
+            # eof_received; what matters is that every byte arrived.
+            if exc is not None and not self.done.done():
+                self.done.set_exception(exc)
+            self._finish()
+
+        def _finish(self):
             if not self.done.done():
-                self.done.set_exception(exc or ConnectionError("lost before EOF"))
+                self.done.set_result((self.size, self.digest.hexdigest()))
 
     async def main():
         loop = asyncio.get_running_loop()

@@ -278,7 +278,16 @@ def write_all(transport, how, pieces):
 @pytest.mark.parametrize("how", ["write", "writelines"])
 @pytest.mark.parametrize("side", ["server", "client"])
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_everything_written_before_close_is_delivered_then_eof(run, sock_dir, kind, side, how):
+def test_everything_written_before_close_is_delivered_then_eof(
+    run, loop_factory, sock_dir, kind, side, how
+):
+    # asyncio 3.12+'s writelines() queues without _maybe_pause_protocol(),
+    # so its protocol is never paused (a stdlib flow-control bug that
+    # ferroloop does not copy: its writelines pauses like write).
+    stdlib_skips_pause = (
+        loop_factory.name == "asyncio" and how == "writelines" and sys.version_info >= (3, 12)
+    )
+
     async def main():
         errors = record_errors()
         proto, peer, server = await open_transport(side, kind, Recorder, sock_dir)
@@ -297,7 +306,7 @@ def test_everything_written_before_close_is_delivered_then_eof(run, sock_dir, ki
         assert end == "eof"
         assert await lost_exactly_once(proto) is None
         assert proto.kinds(flow=False) == ["made", ("lost", "NoneType")]
-        assert proto.flow() == ["pause", "resume"]
+        assert proto.flow() == ([] if stdlib_skips_pause else ["pause", "resume"])
         assert transport.get_write_buffer_size() == 0
         await close_server(server)
         assert errors == []
@@ -308,7 +317,14 @@ def test_everything_written_before_close_is_delivered_then_eof(run, sock_dir, ki
 @pytest.mark.parametrize("how", ["write", "writelines"])
 @pytest.mark.parametrize("side", ["server", "client"])
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_write_eof_after_buffered_data_then_half_close(run, sock_dir, kind, side, how):
+def test_write_eof_after_buffered_data_then_half_close(
+    run, loop_factory, sock_dir, kind, side, how
+):
+    # See test_everything_written_before_close_is_delivered_then_eof.
+    stdlib_skips_pause = (
+        loop_factory.name == "asyncio" and how == "writelines" and sys.version_info >= (3, 12)
+    )
+
     async def main():
         errors = record_errors()
         proto, peer, server = await open_transport(side, kind, Recorder, sock_dir)
@@ -338,7 +354,7 @@ def test_write_eof_after_buffered_data_then_half_close(run, sock_dir, kind, side
             # eof_received returns None: the transport closes itself.
             assert await lost_exactly_once(proto) is None
         assert proto.kinds(flow=False) == ["made", "data", "eof", ("lost", "NoneType")]
-        assert proto.flow() == ["pause", "resume"]
+        assert proto.flow() == ([] if stdlib_skips_pause else ["pause", "resume"])
         await close_server(server)
         assert errors == []
 

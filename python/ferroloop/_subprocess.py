@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from asyncio import events, unix_events
 
@@ -44,6 +45,9 @@ def _check_binary(bufsize, text, encoding, errors):
         raise ValueError("encoding must be None")
     if errors is not None:
         raise ValueError("errors must be None")
+
+
+_WATCHER_IS_ITSELF = sys.version_info >= (3, 12)
 
 
 def _installed_child_watcher():
@@ -120,7 +124,10 @@ class SubprocessMixin:
                                          bufsize, extra=None, **kwargs):  # fmt: skip
         installed = _installed_child_watcher()
         if installed is not None:
-            with installed as watcher:
+            with installed as entered:
+                # Up to 3.11 asyncio uses what __enter__ returns, from 3.12
+                # the watcher itself (the same object for real watchers).
+                watcher = installed if _WATCHER_IS_ITSELF else entered
                 if not watcher.is_active():
                     # Before the process exists: nobody could reap it.
                     raise RuntimeError(

@@ -1,0 +1,224 @@
+"""In-process micro-benchmarks of an event loop's hot paths.
+
+    python benches/micro.py --loop ferroloop [--only call_soon,tasks] [--json]
+
+Each benchmark runs a fixed amount of work on a fresh loop and reports
+operations per second; it also checks that the work was done (a benchmark
+that silently skipped work would look fast).  Run by benches/run.py in a
+separate process per loop and repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CALL_SOON = 500_000
+TIMERS = 100_000
+TASKS, YIELDS = 1_000, 200
+FUTURES = 200_000
+THREADSAFE = 200_000
+EXECUTOR = 20_000
+SLEEPERS = 20_000
+TLS_ROUNDS, TLS_SIZE = 5_000, 1024
+
+
+def make_loop(name):
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    return importlib.import_module(name).new_event_loop()
+
+
+async def call_soon():
+    """Callbacks queued by callbacks: the ready queue and Handle cost."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    left = CALL_SOON
+
+    def step():
+        nonlocal left
+        left -= 1
+        if left:
+            loop.call_soon(step)
+        else:
+            done.set_result(None)
+
+    loop.call_soon(step)
+    await done
+    assert left == 0
+    return CALL_SOON
+
+
+async def call_later():
+    """Timers with spread deadlines, half of them cancelled: the timer heap."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    fired = 0
+    expected = TIMERS // 2
+
+    def ring():
+        nonlocal fired
+        fired += 1
+        if fired == expected:
+            done.set_result(None)
+
+    handles = [loop.call_later((i * 7919 % TIMERS) * (0.02 / TIMERS), ring) for i in range(TIMERS)]
+    for handle in handles[1::2]:
+        handle.cancel()
+    await done
+    await asyncio.sleep(0.03)
+    assert fired == expected, fired
+    return TIMERS
+
+
+async def tasks():
+    """Many tasks yielding with sleep(0): Task steps through the loop."""
+    steps = 0
+
+    async def yielder():
+        nonlocal steps
+        for _ in range(YIELDS):
+            await asyncio.sleep(0)
+        steps += YIELDS
+
+    await asyncio.gather(*(yielder() for _ in range(TASKS)))
+    assert steps == TASKS * YIELDS
+    return steps
+
+
+async def futures():
+    """A future resolved by a loop callback, awaited by a coroutine."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    for i in range(FUTURES):
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, i)
+        total += await fut
+    assert total == FUTURES * (FUTURES - 1) // 2
+    return FUTURES
+
+
+async def call_soon_threadsafe():
+    """Callbacks sent from another thread, each waking the loop if it sleeps."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    received = 0
+
+    def bump():
+        nonlocal received
+        received += 1
+        if received == THREADSAFE:
+            done.set_result(None)
+
+    def producer():
+        for _ in range(THREADSAFE):
+            loop.call_soon_threadsafe(bump)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    await done
+    thread.join()
+    return THREADSAFE
+
+
+async def run_in_executor():
+    """Round trips to the default thread pool and back."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    for i in range(EXECUTOR):
+        total += await loop.run_in_executor(None, int, i)
+    assert total == EXECUTOR * (EXECUTOR - 1) // 2
+    return EXECUTOR
+
+
+async def gather_sleeps():
+    """Many tasks sleeping a millisecond each, gathered."""
+    results = await asyncio.gather(*(asyncio.sleep(0.001, result=i) for i in range(SLEEPERS)))
+    assert results == list(range(SLEEPERS))
+    return SLEEPERS
+
+
+def _tls_contexts():
+    directory = tempfile.mkdtemp(prefix="flbench")
+    cert, key = os.path.join(directory, "c.pem"), os.path.join(directory, "k.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=cert)
+    return server, client
+
+
+async def tls_echo():
+    """1 KiB messages echoed over TLS through streams, one connection."""
+    server_ctx, client_ctx = _tls_contexts()
+
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+    )
+    message = os.urandom(TLS_SIZE)
+    for _ in range(TLS_ROUNDS):
+        writer.write(message)
+        assert await reader.readexactly(TLS_SIZE) == message
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return TLS_ROUNDS
+
+
+BENCHMARKS = {
+    f.__name__: f
+    for f in (call_soon, call_later, tasks, futures, call_soon_threadsafe, run_in_executor,
+              gather_sleeps, tls_echo)  # fmt: skip
+}
+
+
+def run_one(loop_name, name):
+    loop = make_loop(loop_name)
+    try:
+        loop.run_until_complete(BENCHMARKS[name]())  # warm-up: imports, pools, caches
+        start = time.perf_counter()
+        ops = loop.run_until_complete(BENCHMARKS[name]())
+        elapsed = time.perf_counter() - start
+    finally:
+        loop.close()
+    return ops / elapsed
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--loop", default="asyncio")
+    p.add_argument("--only", default=",".join(BENCHMARKS))
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    results = {name: run_one(args.loop, name) for name in args.only.split(",")}
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for name, rate in results.items():
+            print(f"{name:<22} {rate:>14,.0f} ops/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
