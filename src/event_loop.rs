@@ -26,6 +26,7 @@ use crate::errors::{loop_closed, os_error};
 use crate::fd_registry::{Direction, FdRegistry, WAKER_TOKEN};
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, TimerHandle};
+use crate::loop_stats::{LoopStats, Progress, LAG_BOUNDS};
 use crate::py_helpers;
 use crate::sys::{Events, Interest, Poller, Waker};
 use crate::timers::TimerHeap;
@@ -39,6 +40,7 @@ struct LoopState {
     ready: VecDeque<Py<Handle>>,
     timers: TimerHeap,
     fds: FdRegistry,
+    stats: LoopStats,
 }
 
 #[pyclass(module = "ferroloop._core", subclass, frozen)]
@@ -59,6 +61,8 @@ pub struct LoopCore {
     iterations: AtomicU64,
     /// The handle being run, in debug mode (asyncio's `_current_handle`).
     current_handle: GilCell<Option<Py<Handle>>>,
+    /// Which callback runs now, for the blocking detector's watchdog.
+    progress: Progress,
     clock_resolution: f64,
 }
 
@@ -246,6 +250,14 @@ impl LoopCore {
     }
 
     fn poll(&self, py: Python<'_>, events: &mut Events, timeout_ms: i32) -> PyResult<()> {
+        let started = clock::monotonic();
+        let result = self.poll_timed(py, events, timeout_ms);
+        let waited = clock::monotonic() - started;
+        self.state.with(py, |st| st.stats.poll_seconds += waited);
+        result
+    }
+
+    fn poll_timed(&self, py: Python<'_>, events: &mut Events, timeout_ms: i32) -> PyResult<()> {
         let result = if timeout_ms == 0 {
             self.poller.wait(events, 0)
         } else {
@@ -283,6 +295,8 @@ impl LoopCore {
                     st.timers.note_popped_cancelled();
                     garbage.push(timer.unbind());
                 } else {
+                    st.stats
+                        .note_timer_lag(end_time - self.clock_resolution - timer.get().deadline());
                     st.ready.push_back(timer.into_super().unbind());
                 }
             }
@@ -304,11 +318,14 @@ impl LoopCore {
             if handle.get().is_cancelled() {
                 continue;
             }
-            if this.debug() {
-                Self::run_handle_debug(slf, &handle)?;
+            this.progress.enter(handle.as_ptr());
+            let outcome = if this.debug() {
+                Self::run_handle_debug(slf, &handle)
             } else {
-                Handle::run(&handle)?;
-            }
+                Handle::run(&handle)
+            };
+            this.progress.leave();
+            outcome?;
         }
         Ok(())
     }
@@ -602,6 +619,7 @@ impl LoopCore {
             thread_id: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
             current_handle: GilCell::new(None),
+            progress: Progress::default(),
             clock_resolution: clock::resolution(),
         })
     }
@@ -785,12 +803,71 @@ impl LoopCore {
     /// bookkeeping (running-loop registration, asyncgen hooks).
     fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
-        loop {
-            Self::run_once(slf)?;
-            if this.stopping.load(Relaxed) {
-                return Ok(());
+        let started = clock::monotonic();
+        this.state
+            .with(slf.py(), |st| st.stats.running_since = Some(started));
+        let outcome = loop {
+            if let Err(err) = Self::run_once(slf) {
+                break Err(err);
             }
-        }
+            if this.stopping.load(Relaxed) {
+                break Ok(());
+            }
+        };
+        let ran = clock::monotonic() - started;
+        this.state.with(slf.py(), |st| {
+            st.stats.run_seconds += ran;
+            st.stats.running_since = None;
+        });
+        outcome
+    }
+
+    /// (callbacks started, callbacks finished): they differ while a callback
+    /// runs. Cheap enough for a watchdog thread to poll.
+    fn _progress(&self) -> (u64, u64) {
+        self.progress.counts()
+    }
+
+    /// The handle running now, or None (for the blocking detector, which
+    /// calls this from its own thread while the loop thread is blocked).
+    fn _running_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let ptr = self.progress.running()?;
+        // SAFETY: the pointer is a live handle: the loop thread holds a
+        // reference while it runs, and cannot finish it while we hold the
+        // GIL.
+        Some(unsafe { Bound::from_borrowed_ptr(py, ptr) }.unbind())
+    }
+
+    /// Raw figures for `loop.stats()`: iterations, callbacks run, seconds
+    /// polling, seconds in run_forever, the timer-lag histogram (bounds and
+    /// counts), callbacks ready, timers pending, fds registered.
+    fn _native_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (ready, timers, fds, transports, poll, run, hist) = self.state.with(py, |st| {
+            (
+                st.ready.len(),
+                st.timers.len(),
+                st.fds.registered(),
+                st.fds.live_transports(py),
+                st.stats.poll_seconds,
+                st.stats.run_seconds
+                    + st.stats
+                        .running_since
+                        .map_or(0.0, |since| clock::monotonic() - since),
+                st.stats.lag_histogram,
+            )
+        });
+        let dict = pyo3::types::PyDict::new(py);
+        dict.set_item("iterations", self.iterations.load(Relaxed))?;
+        dict.set_item("callbacks", self.progress.counts().1)?;
+        dict.set_item("poll_seconds", poll)?;
+        dict.set_item("run_seconds", run)?;
+        dict.set_item("lag_bounds", LAG_BOUNDS.to_vec())?;
+        dict.set_item("lag_histogram", hist.to_vec())?;
+        dict.set_item("ready", ready)?;
+        dict.set_item("timers", timers)?;
+        dict.set_item("fds", fds)?;
+        dict.set_item("transports", transports)?;
+        Ok(dict.into_any())
     }
 
     /// Releases the native resources; the Python `close` does the checks

@@ -96,6 +96,18 @@ impl FdRegistry {
         }
     }
 
+    /// Transports still alive among those that claimed an fd.
+    pub fn live_transports(&self, py: Python<'_>) -> usize {
+        self.transports
+            .values()
+            .filter(|weak| {
+                weak.bind(py)
+                    .cast::<pyo3::types::PyWeakrefReference>()
+                    .is_ok_and(|weak| weak.upgrade().is_some())
+            })
+            .count()
+    }
+
     pub fn transport(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
         self.transports.get(&fd).map(|w| w.clone_ref(py))
     }

@@ -348,6 +348,10 @@ impl TimerHandle {
         Py::new(py, init)
     }
 
+    pub(crate) fn deadline(&self) -> f64 {
+        self.when
+    }
+
     pub(crate) fn set_scheduled(&self, value: bool) {
         self.scheduled.store(value, Relaxed);
     }

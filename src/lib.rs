@@ -10,6 +10,7 @@ mod event_loop;
 mod fd_registry;
 mod gil_cell;
 mod handles;
+mod loop_stats;
 mod py_bytes;
 mod py_helpers;
 mod stream_transport;

@@ -19,10 +19,12 @@ from ._core import Handle, TimerHandle
 from ._loop import EventLoop
 from ._policy import EventLoopPolicy, install, new_event_loop
 from ._runner import run
+from ._watchdog import BlockingReport
 
 Loop = EventLoop
 
 __all__ = [
+    "BlockingReport",
     "EventLoop",
     "EventLoopPolicy",
     "Handle",

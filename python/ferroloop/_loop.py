@@ -17,6 +17,7 @@ from ._core import LoopCore
 from ._datagram import DatagramMixin
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
+from ._introspect import IntrospectMixin
 from ._log import logger
 from ._sendfile import SendfileMixin
 from ._server import ServerMixin
@@ -42,6 +43,7 @@ def _stop_when_done(fut):
 class EventLoop(
     LoopCore,
     ExceptionHandlerMixin,
+    IntrospectMixin,
     ExecutorMixin,
     SignalMixin,
     ServerMixin,
@@ -72,6 +74,7 @@ class EventLoop(
         self._coroutine_origin_tracking_saved_depth = None
         self._old_agen_hooks = None
         self.set_debug(_debug.debug_requested())
+        self._init_introspection()
 
     def __repr__(self):
         return (
@@ -114,6 +117,7 @@ class EventLoop(
         )
         events._set_running_loop(self)
         self._claim_wakeup_fd()
+        self._start_watchdog()
 
     def _run_forever_cleanup(self):
         self._unclaim_wakeup_fd()
@@ -167,6 +171,7 @@ class EventLoop(
         if self._debug:
             logger().debug("Close %r", self)
         self._remove_all_signal_handlers()
+        self._stop_watchdog()
         self._close_child_watching()
         self._close_native()
         self._executor_shutdown_called = True

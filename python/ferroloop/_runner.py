@@ -10,25 +10,39 @@ from asyncio import coroutines, events, tasks
 from ._policy import new_event_loop
 
 
-def run(main, *, debug=None):
+def run(main, *, debug=None, slow_callback=None, on_blocked=None):
     """Run the coroutine ``main`` on a new ferroloop loop and return its
     result, exactly as ``asyncio.run(main, debug=debug)`` does on this
     Python version: remaining tasks are cancelled, async generators and the
     default executor are shut down, and the loop is closed. On 3.11 and
-    later, Ctrl-C cancels ``main`` and then raises KeyboardInterrupt."""
+    later, Ctrl-C cancels ``main`` and then raises KeyboardInterrupt.
+
+    ``slow_callback=seconds`` turns on the blocking detector
+    (``loop.watch_blocking``): each callback or task step that holds the
+    loop longer is reported with its task and the line it was stuck on, to
+    the ``ferroloop`` logger and to ``on_blocked(report)`` if given."""
     if events._get_running_loop() is not None:
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+
+    def loop_factory():
+        loop = new_event_loop()
+        if slow_callback is not None:
+            loop.watch_blocking(slow_callback, on_blocked)
+        elif on_blocked is not None:
+            loop.set_blocking_handler(on_blocked)
+        return loop
+
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
             return runner.run(main)
-    return _run_310(main, debug)
+    return _run_310(main, debug, loop_factory)
 
 
-def _run_310(main, debug):
+def _run_310(main, debug, loop_factory):
     """asyncio.run as Python 3.10 defines it (no Runner yet)."""
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
-    loop = new_event_loop()
+    loop = loop_factory()
     try:
         events.set_event_loop(loop)
         if debug is not None:
