@@ -187,3 +187,109 @@ def test_stats_list_the_slowest_blocking_reports():
 
     stats = ferroloop.run(main(), slow_callback=0.1)
     assert [r.name for r in stats["slowest"]] == ["slow-one"]
+
+
+PS_SCRIPT = textwrap.dedent("""
+    import asyncio, sys, time
+
+    async def worker():
+        await asyncio.sleep(100)  # WORKER-LINE
+
+    async def group():
+        await asyncio.gather(*(asyncio.create_task(worker(), name=f"worker-{i}")
+                               for i in range(2)))
+
+    async def main():
+        task = asyncio.create_task(group(), name="group")
+        await asyncio.sleep(0.2)
+        print("ready", flush=True)
+        time.sleep(30)  # the loop is blocked while ps asks
+        await task
+
+    asyncio.run(main())
+""")
+
+
+@pytest.fixture
+def inspected(tmp_path):
+    script = tmp_path / "served.py"
+    script.write_text(PS_SCRIPT)
+    env = dict(os.environ, FERROLOOP_INSPECT="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ferroloop", str(script)], env=env,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc, script
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def ferroloop_cli(*args):
+    return subprocess.run([sys.executable, "-m", "ferroloop", *args], capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+
+
+def test_ps_lists_tasks_with_their_suspension_points_while_the_loop_is_blocked(inspected):
+    proc, script = inspected
+    out = ferroloop_cli("ps", str(proc.pid))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "4 tasks" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"worker-0", "worker-1", "group", "Task-1"}
+    worker_line = PS_SCRIPT.splitlines().index("    await asyncio.sleep(100)  # WORKER-LINE") + 1
+    for name in ("worker-0", "worker-1"):
+        assert "waiting" in rows[name]
+        assert f"{script}:{worker_line}" in rows[name]
+        assert "<Future pending" in rows[name]
+    assert "_GatheringFuture pending" in rows["group"]
+    assert "running" in rows["Task-1"]  # the blocked step
+
+
+def test_pstree_shows_which_task_awaits_which(inspected):
+    proc, _ = inspected
+    out = ferroloop_cli("pstree", str(proc.pid))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    group = next(i for i, line in enumerate(lines) if "group [group]" in line)
+    assert lines[group].startswith(("├── ", "└── "))
+    children = lines[group + 1 : group + 3]
+    assert all("worker-" in line and "[worker]" in line for line in children)
+    assert all(line.startswith(("│   ", "    ")) for line in children)
+
+
+def test_the_channel_is_private_to_the_user(inspected):
+    proc, _ = inspected
+    from ferroloop import _inspect_server
+
+    path = _inspect_server.socket_path(proc.pid)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    if os.getuid() != 0:
+        return
+    # Another user cannot even reach the socket.
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+        except PermissionError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_ps_without_the_channel_says_how_to_open_it():
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as proc:
+        try:
+            out = ferroloop_cli("ps", str(proc.pid))
+        finally:
+            proc.kill()
+    assert out.returncode == 1
+    assert "FERROLOOP_INSPECT=1" in out.stderr

@@ -18,8 +18,15 @@ from ._policy import install
 USAGE = """\
 usage: python -m ferroloop script.py [args...]
        python -m ferroloop -m module [args...]
+       python -m ferroloop ps PID
+       python -m ferroloop pstree PID
 
-Runs an asyncio program with ferroloop as its event loop."""
+Runs an asyncio program with ferroloop as its event loop.
+ps/pstree list the tasks of a running ferroloop program started with
+FERROLOOP_INSPECT=1 (name, coroutine, where it is suspended, what it
+awaits, age); pstree shows which task awaits which.
+Set FERROLOOP_SLOW_CALLBACK=<seconds> to report callbacks and task steps
+that block the loop longer than that."""
 
 
 def main(argv=None) -> int:
@@ -27,6 +34,17 @@ def main(argv=None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not args else sys.stdout)
         return 0 if args else 2
+    if args[0] in ("ps", "pstree"):
+        if len(args) != 2 or not args[1].isdigit():
+            print(USAGE, file=sys.stderr)
+            return 2
+        from ._ps import main as ps_main
+
+        try:
+            return ps_main(args[0], int(args[1]))
+        except (RuntimeError, OSError) as exc:
+            print(f"ferroloop {args[0]}: {exc}", file=sys.stderr)
+            return 1
     install()
     if args[0] == "-m":
         if len(args) < 2:

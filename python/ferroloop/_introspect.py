@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 
+import weakref
+
+from . import _inspect_server
 from ._log import logger
 from ._watchdog import Watchdog
 
@@ -33,9 +36,20 @@ class IntrospectMixin:
     _watchdog = None
     _blocking_threshold = None
     _blocking_handler = None
+    _task_births = None  # task -> creation time, while inspection is on
 
     def _init_introspection(self):
         self._blocking_threshold = _threshold_from_env()
+        if _inspect_server.inspection_requested():
+            self.enable_inspection()
+
+    def enable_inspection(self):
+        """Let ``python -m ferroloop ps|pstree PID`` list this loop's tasks,
+        through a Unix socket only this user can open (0600, peer uid
+        checked).  Task ages count from this call for existing tasks."""
+        if self._task_births is None:
+            self._task_births = weakref.WeakKeyDictionary()
+        _inspect_server.register(self)
 
     def watch_blocking(self, threshold=0.1, handler=None):
         """Report every callback or task step that runs longer than

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 import warnings
 import weakref
 from asyncio import constants, events, futures, tasks
@@ -214,12 +215,14 @@ class EventLoop(
                 task = tasks.Task(coro, loop=self, name=name, context=context)
                 if task._source_traceback:
                     del task._source_traceback[-1]
-                return task
-            if context is None:
-                task = factory(self, coro)
             else:
-                task = factory(self, coro, context=context)
-            _name_task(task, name)
+                if context is None:
+                    task = factory(self, coro)
+                else:
+                    task = factory(self, coro, context=context)
+                _name_task(task, name)
+            if self._task_births is not None:
+                self._task_births[task] = time.monotonic()
             return task
 
     else:
@@ -232,9 +235,11 @@ class EventLoop(
                 task = tasks.Task(coro, loop=self, name=name)
                 if task._source_traceback:
                     del task._source_traceback[-1]
-                return task
-            task = factory(self, coro)
-            _name_task(task, name)
+            else:
+                task = factory(self, coro)
+                _name_task(task, name)
+            if self._task_births is not None:
+                self._task_births[task] = time.monotonic()
             return task
 
     def set_task_factory(self, factory):
