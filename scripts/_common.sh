@@ -81,6 +81,21 @@ ensure_postgresql_server() {
          && timeout 600 "${apt[@]}" install postgresql </dev/null >&2; }
 }
 
+# tests/test_trace.py opens the trace HTML in a real headless browser.
+# Installs Debian's "chromium" when missing.
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium missing; run: apt-get install chromium" >&2
+    return 1
+  fi
+  log "installing chromium (Debian package) for the trace test"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y)
+  timeout 600 "${apt[@]}" install chromium </dev/null >&2 \
+    || { timeout 300 "${apt[@]}" update </dev/null >&2 \
+         && timeout 600 "${apt[@]}" install chromium </dev/null >&2; }
+}
+
 # Builds ferroloop into the venv (editable). $2: "release" or "debug".
 build_into() {
   local venv="$1" profile="${2:-debug}" version flags=()

@@ -28,6 +28,8 @@ trap 'rm -f "$summary"' EXIT
 
 # For tests/test_real_libraries.py (asyncpg); without it those tests fail.
 ensure_postgresql_server || echo "FAIL  PostgreSQL server install" >>"$summary"
+# For tests/test_trace.py (the timeline checked in a headless browser).
+ensure_chromium || echo "FAIL  chromium install" >>"$summary"
 
 default_python="$(find_python "$DEFAULT_PYTHON_VERSION")"
 log "Rust unit tests"

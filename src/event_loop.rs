@@ -63,6 +63,10 @@ pub struct LoopCore {
     current_handle: GilCell<Option<Py<Handle>>>,
     /// Which callback runs now, for the blocking detector's watchdog.
     progress: Progress,
+    /// `tracer(handle_or_None, start, end)` after every callback (a handle)
+    /// and every poll (None), while `python -m ferroloop trace` records.
+    tracer: GilCell<Option<Py<PyAny>>>,
+    tracing: AtomicBool,
     clock_resolution: f64,
 }
 
@@ -254,7 +258,21 @@ impl LoopCore {
         let result = self.poll_timed(py, events, timeout_ms);
         let waited = clock::monotonic() - started;
         self.state.with(py, |st| st.stats.poll_seconds += waited);
+        if self.tracing.load(Relaxed) {
+            self.trace(py, &py.None().into_bound(py), started)?;
+        }
         result
+    }
+
+    fn trace(&self, py: Python<'_>, what: &Bound<'_, PyAny>, started: f64) -> PyResult<()> {
+        let ended = clock::monotonic();
+        let tracer = self
+            .tracer
+            .with(py, |t| t.as_ref().map(|t| t.clone_ref(py)));
+        if let Some(tracer) = tracer {
+            tracer.bind(py).call1((what, started, ended))?;
+        }
+        Ok(())
     }
 
     fn poll_timed(&self, py: Python<'_>, events: &mut Events, timeout_ms: i32) -> PyResult<()> {
@@ -319,6 +337,11 @@ impl LoopCore {
                 continue;
             }
             this.progress.enter(handle.as_ptr());
+            let started = if this.tracing.load(Relaxed) {
+                clock::monotonic()
+            } else {
+                0.0
+            };
             let outcome = if this.debug() {
                 Self::run_handle_debug(slf, &handle)
             } else {
@@ -326,6 +349,9 @@ impl LoopCore {
             };
             this.progress.leave();
             outcome?;
+            if this.tracing.load(Relaxed) {
+                this.trace(py, handle.as_any(), started)?;
+            }
         }
         Ok(())
     }
@@ -620,6 +646,8 @@ impl LoopCore {
             iterations: AtomicU64::new(0),
             current_handle: GilCell::new(None),
             progress: Progress::default(),
+            tracer: GilCell::new(None),
+            tracing: AtomicBool::new(false),
             clock_resolution: clock::resolution(),
         })
     }
@@ -828,6 +856,14 @@ impl LoopCore {
         self.progress.counts()
     }
 
+    /// Installs (or with None removes) the tracer: `tracer(handle, start,
+    /// end)` after each callback, `tracer(None, start, end)` after each poll.
+    fn _set_tracer(&self, py: Python<'_>, tracer: Option<Py<PyAny>>) {
+        let tracer = tracer.filter(|t| !t.is_none(py));
+        self.tracing.store(tracer.is_some(), Relaxed);
+        drop(self.tracer.replace(py, tracer));
+    }
+
     /// The handle running now, or None (for the blocking detector, which
     /// calls this from its own thread while the loop thread is blocked).
     fn _running_handle(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -997,6 +1033,9 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         self.current_handle
             .try_with(|h| visit.call(h.as_ref()))
+            .unwrap_or(Ok(()))?;
+        self.tracer
+            .try_with(|t| visit.call(t.as_ref()))
             .unwrap_or(Ok(()))
     }
 
@@ -1008,5 +1047,6 @@ impl LoopCore {
             drop(st);
         }
         drop(self.current_handle.try_take());
+        drop(self.tracer.try_take());
     }
 }

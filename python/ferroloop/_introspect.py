@@ -13,7 +13,7 @@ import os
 
 import weakref
 
-from . import _inspect_server
+from . import _inspect_server, _trace
 from ._log import logger
 from ._watchdog import Watchdog
 
@@ -42,6 +42,9 @@ class IntrospectMixin:
         self._blocking_threshold = _threshold_from_env()
         if _inspect_server.inspection_requested():
             self.enable_inspection()
+        recorder = _trace.active()
+        if recorder is not None:
+            recorder.attach(self)
 
     def enable_inspection(self):
         """Let ``python -m ferroloop ps|pstree PID`` list this loop's tasks,

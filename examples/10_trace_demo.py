@@ -1,0 +1,36 @@
+"""A small program to look at with ``python -m ferroloop trace``.
+
+Three cooks work at once (their waits overlap), a fetch runs in a thread,
+and one careless step blocks the loop with ``time.sleep``: the timeline
+shows each task's lane, what it waited for, and the red bar where the
+whole loop stood still.
+"""
+
+import asyncio
+import time
+
+
+async def cook(dish, seconds):
+    await asyncio.sleep(seconds)
+    return dish
+
+
+async def fetch_in_thread():
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, time.sleep, 0.15)
+
+
+async def careless():
+    await asyncio.sleep(0.05)
+    time.sleep(0.1)  # blocks every task on the loop
+
+
+async def main():
+    cooks = [asyncio.create_task(cook(d, s), name=f"cook {d}")
+             for d, s in (("burger", 0.3), ("fries", 0.1), ("pasta", 0.4))]
+    helper = asyncio.create_task(fetch_in_thread(), name="fetch")
+    oops = asyncio.create_task(careless(), name="careless")
+    await asyncio.gather(*cooks, helper, oops)
+
+
+asyncio.run(main())
