@@ -173,25 +173,11 @@ impl LoopCore {
         release(timer_garbage);
 
         let timeout_ms = this.poll_timeout(py)?;
-        let mut events = Events::new();
-        if timeout_ms != 0 || this.must_poll_while_busy(py) {
-            this.poll(py, &mut events, timeout_ms)?;
-        }
-
-        let mut garbage = Vec::new();
-        let woken = this.state.with(py, |st| {
-            let mut woken = false;
-            for event in events.iter() {
-                if event.token == WAKER_TOKEN {
-                    woken = true;
-                } else {
-                    st.fds
-                        .dispatch(py, &this.poller, event, &mut st.ready, &mut garbage);
-                }
-            }
-            woken
-        });
-        release(garbage);
+        let woken = if timeout_ms != 0 || this.must_poll_while_busy(py) {
+            this.poll_and_dispatch(py, timeout_ms)?
+        } else {
+            false
+        };
         if woken {
             // A signal byte means Python's C handler ran, perhaps on another
             // thread: run the Python-level handlers now (a Ctrl-C raises
@@ -207,6 +193,31 @@ impl LoopCore {
 
         this.queue_due_timers(py);
         Self::run_ready(slf)
+    }
+
+    /// Polls, then queues the callbacks of the fds that are ready; true if
+    /// the wake-up channel had something (a signal, a thread's wake-up).
+    /// Out of line: the event buffer lives only in this frame, so an
+    /// iteration that does not poll never pays for it.
+    #[inline(never)]
+    fn poll_and_dispatch(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<bool> {
+        let mut events = Events::new();
+        self.poll(py, &mut events, timeout_ms)?;
+        let mut garbage = Vec::new();
+        let woken = self.state.with(py, |st| {
+            let mut woken = false;
+            for event in events.iter() {
+                if event.token == WAKER_TOKEN {
+                    woken = true;
+                } else {
+                    st.fds
+                        .dispatch(py, &self.poller, event, &mut st.ready, &mut garbage);
+                }
+            }
+            woken
+        });
+        release(garbage);
+        Ok(woken)
     }
 
     /// With callbacks ready the poll cannot wait, so it only looks for I/O.

@@ -64,6 +64,10 @@ class ReadPipeTransport(transports.ReadTransport):
         self._protocol = protocol
         self._closing = False
         self._paused = False
+        # Whether the fd is registered with the poller right now (repr's
+        # "polling"): asyncio's repr asks its selector, so an fd the poller
+        # refused (epoll and /dev/null: EPERM) shows as "idle" there.
+        self._polling = False
         os.set_blocking(fileno, False)
         loop.call_soon(protocol.connection_made, self)
         # Data reaches the protocol only after connection_made, and not at
@@ -80,7 +84,7 @@ class ReadPipeTransport(transports.ReadTransport):
             info.append("closing")
         info.append(f"fd={self._fileno}")
         if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
-            info.append("polling" if self._reading() else "idle")
+            info.append("polling" if self._polling else "idle")
         elif self._pipe is not None:
             info.append("open")
         else:
@@ -92,6 +96,14 @@ class ReadPipeTransport(transports.ReadTransport):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._pipe.close()
 
+    def _add_reader(self):
+        self._loop._add_reader(self._fileno, self._read_ready)
+        self._polling = True  # not reached if the poller refused the fd
+
+    def _remove_reader(self):
+        self._polling = False
+        self._loop._remove_reader(self._fileno)
+
     def _reading(self):
         return not self._paused and not self._closing
 
@@ -102,7 +114,7 @@ class ReadPipeTransport(transports.ReadTransport):
 
     def _start_reading(self):
         if self._reading():
-            self._loop._add_reader(self._fileno, self._read_ready)
+            self._add_reader()
 
     def _read_ready(self):
         try:
@@ -118,7 +130,7 @@ class ReadPipeTransport(transports.ReadTransport):
         if self._loop.get_debug():
             logger().info("%r was closed by peer", self)
         self._closing = True
-        self._loop._remove_reader(self._fileno)
+        self._remove_reader()
         self._loop.call_soon(self._protocol.eof_received)
         self._loop.call_soon(self._call_connection_lost, None)
 
@@ -126,7 +138,7 @@ class ReadPipeTransport(transports.ReadTransport):
         if not self._reading():
             return
         self._paused = True
-        self._loop._remove_reader(self._fileno)
+        self._remove_reader()
         if self._loop.get_debug():
             logger().debug("%r pauses reading", self)
 
@@ -134,7 +146,7 @@ class ReadPipeTransport(transports.ReadTransport):
         if self._closing or not self._paused:
             return
         self._paused = False
-        self._loop._add_reader(self._fileno, self._read_ready)
+        self._add_reader()
         if self._loop.get_debug():
             logger().debug("%r resumes reading", self)
 
@@ -157,7 +169,7 @@ class ReadPipeTransport(transports.ReadTransport):
 
     def _close(self, exc):
         self._closing = True
-        self._loop._remove_reader(self._fileno)
+        self._remove_reader()
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc):
@@ -233,10 +245,10 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
 
     def write(self, data):
         """Write without blocking; queue what the pipe does not take now."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
+        # asyncio checks the type with an assert (AssertionError, where its
+        # socket transports raise TypeError); kept so that programs see the
+        # same exception on both loops, also under -O.
+        assert isinstance(data, (bytes, bytearray, memoryview)), repr(data)
         if isinstance(data, bytearray):
             data = memoryview(data)
         if not data:
@@ -261,8 +273,8 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
                 return
             if n > 0:
                 data = memoryview(data)[n:]
-            self._writing = True
             self._loop._add_writer(self._fileno, self._write_ready)
+            self._writing = True
         self._buffer += data
         self._maybe_pause_protocol()
 

@@ -26,7 +26,6 @@ from asyncio import events, unix_events
 from ._log import logger
 
 
-
 def _format_pipe(fd):
     if fd == subprocess.PIPE:
         return "<pipe>"
@@ -165,9 +164,21 @@ class SubprocessMixin:
 
     # ---- child watching ----------------------------------------------------
 
-    def _child_watcher_callback(self, pid, returncode, transport):
-        # Called by an installed watcher, possibly from another thread.
-        self.call_soon_threadsafe(transport._process_exited, returncode)
+    if sys.version_info >= (3, 12):
+
+        def _child_watcher_callback(self, pid, returncode, transport):
+            # Called by an installed watcher, possibly from another thread.
+            self.call_soon_threadsafe(transport._process_exited, returncode)
+
+    else:
+
+        def _child_watcher_callback(self, pid, returncode, transport):
+            # Called by an installed watcher, possibly from another thread.
+            # 3.10/3.11's asyncio waits one more loop turn before reporting
+            # the exit (callbacks already queued, such as the pipes' last
+            # data, run first); 3.12 dropped that turn.  Each version's
+            # order is kept.
+            self.call_soon_threadsafe(self.call_soon, transport._process_exited, returncode)
 
     def _child_pidfds(self):
         pidfds = getattr(self, "_pidfds", None)

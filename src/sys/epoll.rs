@@ -26,7 +26,8 @@ pub struct Events {
 impl Events {
     pub fn new() -> Self {
         Events {
-            buf: [MaybeUninit::uninit(); MAX_EVENTS],
+            // SAFETY: an array of MaybeUninit needs no initialisation.
+            buf: unsafe { MaybeUninit::uninit().assume_init() },
             len: 0,
         }
     }
