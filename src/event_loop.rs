@@ -115,6 +115,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
     ) -> PyResult<Handle> {
         Handle::new(
             slf.py(),
@@ -123,7 +124,27 @@ impl LoopCore {
             context,
             slf.as_any(),
             slf.get().debug(),
+            one_shot,
         )
+    }
+
+    /// A handle for call_soon & co, out of the garbage collector's sight
+    /// (not in debug mode, which keeps callbacks for its reports).
+    fn new_one_shot(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let debug = slf.get().debug();
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, context, !debug)?,
+        )?;
+        if !debug {
+            Handle::untrack(handle.bind(slf.py()).as_any());
+        }
+        Ok(handle)
     }
 
     fn push_ready(&self, py: Python<'_>, handle: &Py<Handle>) {
@@ -152,8 +173,12 @@ impl LoopCore {
             // asyncio routes call_later through call_at, so both report call_at.
             py_helpers::check_callback(py, &callback, "call_at")?;
         }
-        let base = Self::new_handle(slf, callback, args, context)?;
+        let debug = this.debug();
+        let base = Self::new_handle(slf, callback, args, context, !debug)?;
         let timer = TimerHandle::create(py, when, base)?;
+        if !debug {
+            Handle::untrack(timer.bind(py).as_any());
+        }
         timer.get().set_scheduled(true);
         let queued = timer.clone_ref(py);
         this.state.with(py, |st| st.timers.push(queued, when));
@@ -363,6 +388,9 @@ impl LoopCore {
             if this.tracing.load(Relaxed) {
                 this.trace(py, handle.as_any(), started)?;
             }
+            if !this.debug() {
+                handle.get().release_after_run(py);
+            }
         }
         Ok(())
     }
@@ -553,7 +581,7 @@ impl LoopCore {
         let raw = Self::raw_fd(fileobj)?;
         this.check_closed()?;
         let fd = Self::fd_to_register(&raw)?;
-        let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None, false)?)?;
         let registered_obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
         let mut garbage = Vec::new();
         let result = this.state.with(py, |st| {
@@ -679,7 +707,7 @@ impl LoopCore {
             this.check_thread()?;
             py_helpers::check_callback(py, &callback, "call_soon")?;
         }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_one_shot(slf, callback, args, context)?;
         this.push_ready(py, &handle);
         Ok(handle)
     }
@@ -697,7 +725,7 @@ impl LoopCore {
         if this.debug() {
             py_helpers::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_one_shot(slf, callback, args, context)?;
         this.push_ready(py, &handle);
         this.wake_if_sleeping();
         Ok(handle)
@@ -735,7 +763,10 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)
+        Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, None, false)?,
+        )
     }
 
     fn _add_callback(&self, py: Python<'_>, handle: &Bound<'_, Handle>) {
@@ -924,12 +955,23 @@ impl LoopCore {
         if self.closed.swap(true, Relaxed) {
             return;
         }
+        let mut pending: Vec<Py<Handle>> = Vec::new();
         let mut garbage: Vec<Py<PyAny>> = Vec::new();
         self.state.with(py, |st| {
-            garbage.extend(st.ready.drain(..).map(Py::into_any));
-            garbage.extend(st.timers.drain().into_iter().map(Py::into_any));
+            pending.extend(st.ready.drain(..));
+            pending.extend(
+                st.timers
+                    .drain()
+                    .into_iter()
+                    .map(|t| t.into_bound(py).into_super().unbind()),
+            );
             st.fds.drain(&mut garbage);
         });
+        // Handles kept out of the collector must not leave cycles behind.
+        for handle in &pending {
+            handle.get().release_unrun(py);
+        }
+        release(pending);
         release(garbage);
         self.poller.close();
         self.waker.close();

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
@@ -77,6 +78,9 @@ pub struct Handle {
     /// In debug mode the repr is frozen at cancel time, as asyncio does, so
     /// a slow-callback report can still name the callback.
     repr: GilCell<Option<Py<PyAny>>>,
+    /// Made by call_soon/call_later & co: runs at most once. Such handles
+    /// are kept out of the cyclic garbage collector (see `untrack`).
+    one_shot: bool,
 }
 
 fn loop_debug(loop_: &Bound<'_, PyAny>) -> bool {
@@ -95,6 +99,7 @@ impl Handle {
         context: Option<Bound<'_, PyAny>>,
         loop_: &Bound<'_, PyAny>,
         debug: bool,
+        one_shot: bool,
     ) -> PyResult<Handle> {
         let context = match context {
             Some(ctx) if !ctx.is_none() => ctx,
@@ -115,7 +120,41 @@ impl Handle {
             cancelled: AtomicBool::new(false),
             source_traceback,
             repr: GilCell::new(None),
+            one_shot,
         })
+    }
+
+    /// Takes a one-shot handle out of the cyclic garbage collector.
+    ///
+    /// The loop makes one per call_soon, task step and timer; with the
+    /// collector tracking each, a backlog of queued callbacks (a thread
+    /// feeding call_soon_threadsafe) made collections rescan them all,
+    /// costing more than the callbacks. Cycles through such a handle are
+    /// broken by hand instead: its callback is dropped once it has run
+    /// (`release_after_run`), when it is cancelled, and when the loop
+    /// closes with it still pending.
+    pub(crate) fn untrack(handle: &Bound<'_, PyAny>) {
+        // SAFETY: a live object of a GC-enabled type, GIL held; untracking
+        // a tracked object is always allowed.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(handle.as_ptr()) == 1 {
+                ffi::PyObject_GC_UnTrack(handle.as_ptr().cast());
+            }
+        }
+    }
+
+    /// Drops the callback of a one-shot handle that has run (keeping
+    /// `_callback`/`_args` would keep them alive, and an untracked handle
+    /// in a cycle would never be collected).
+    pub(crate) fn release_after_run(&self, py: Python<'_>) {
+        if self.one_shot {
+            drop(self.callback.take(py));
+        }
+    }
+
+    /// At loop close: drops the callback of a handle that will never run.
+    pub(crate) fn release_unrun(&self, py: Python<'_>) {
+        drop(self.callback.take(py));
     }
 
     /// A handle whose callback is `call(target)`, run in `context` (a
@@ -142,6 +181,7 @@ impl Handle {
                 cancelled: AtomicBool::new(false),
                 source_traceback: None,
                 repr: GilCell::new(None),
+                one_shot: false,
             },
         )
     }
