@@ -775,6 +775,15 @@ impl LoopCore {
         }
     }
 
+    /// A new asyncio.Future bound to this loop (CPython's C Future; made
+    /// here rather than in Python to save a Python-level call per future).
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        py_helpers::future_type(py)?.call((), Some(&kwargs))
+    }
+
     fn time(&self) -> f64 {
         clock::monotonic()
     }

@@ -16,7 +16,7 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import constants, transports, trsock
+from asyncio import base_events, constants, transports, trsock
 
 from ._log import logger
 from ._resolve import ensure_resolved
@@ -27,7 +27,21 @@ PY_VERSION = sys.version_info[:2]
 # empty datagrams still pauses the protocol; it also sends empty datagrams.
 _HEADER = 8 if PY_VERSION >= (3, 13) else 0
 _SENDS_EMPTY = PY_VERSION >= (3, 13)
-_UNSET = object()
+# 3.10's reuse_address default. asyncio's own sentinel, not a lookalike:
+# 3.10 names the argument among the offending ones whenever sock= comes
+# with other options, and its message shows this object's repr.
+_UNSET = getattr(base_events, "_unset", None)
+# asyncio's datagram transport became an asyncio.DatagramTransport in 3.12;
+# before, it is an asyncio.Transport only, and isinstance checks see that.
+_BASES = (transports._FlowControlMixin,)
+if PY_VERSION >= (3, 12):
+    _BASES += (transports.DatagramTransport,)
+# 3.10's datagram transport cannot pause reading: is_reading(),
+# pause_reading() and resume_reading() are the base class's, which raise
+# NotImplementedError. 3.11 gave all its socket transports the real ones.
+_HAS_READ_CONTROL = PY_VERSION >= (3, 11)
+# From 3.12 a socket that a live transport still uses is refused.
+_CHECKS_FD_OWNER = PY_VERSION >= (3, 12)
 
 
 def _set_result_unless_cancelled(fut, result):
@@ -35,7 +49,7 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(*_BASES):
     """A transport over a (possibly connected) datagram socket."""
 
     max_size = 256 * 1024  # the largest datagram read
@@ -62,6 +76,9 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._conn_lost = 0
         self._closing = False
         self._paused = False
+        # Whether the loop watches the socket for reading: what the repr
+        # shows as read=polling/idle (asyncio asks its selector).
+        self._reader_on = False
         loop._set_fd_transport(self._sock_fd, self)
         loop.call_soon(protocol.connection_made, self)
         # Datagrams are delivered only once the protocol knows its transport.
@@ -77,7 +94,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             info.append("closing")
         info.append(f"fd={self._sock_fd}")
         if self._loop is not None and not self._loop.is_closed() and self._sock is not None:
-            info.append("read=polling" if self.is_reading() else "read=idle")
+            info.append("read=polling" if self._reader_on else "read=idle")
             state = "polling" if self._buffer else "idle"
             info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
@@ -98,24 +115,26 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     def is_closing(self):
         return self._closing
 
-    def is_reading(self):
-        return not self._closing and not self._paused
+    if _HAS_READ_CONTROL:
 
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._loop._remove_reader(self._sock_fd)
-        if self._loop.get_debug():
-            logger().debug("%r pauses reading", self)
+        def is_reading(self):
+            return not self._closing and not self._paused
 
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._loop._add_reader(self._sock_fd, self._read_ready)
-        if self._loop.get_debug():
-            logger().debug("%r resumes reading", self)
+        def pause_reading(self):
+            if not self.is_reading():
+                return
+            self._paused = True
+            self._stop_reading()
+            if self._loop.get_debug():
+                logger().debug("%r pauses reading", self)
+
+        def resume_reading(self):
+            if self._closing or not self._paused:
+                return
+            self._paused = False
+            self._start_reading()
+            if self._loop.get_debug():
+                logger().debug("%r resumes reading", self)
 
     def get_write_buffer_size(self):
         return self._buffer_size
@@ -126,7 +145,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         if self._closing:
             return
         self._closing = True
-        self._loop._remove_reader(self._sock_fd)
+        self._stop_reading()
         if not self._buffer:
             self._conn_lost += 1
             self._loop._remove_writer(self._sock_fd)
@@ -139,8 +158,14 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     # ---- reading -----------------------------------------------------------
 
     def _start_reading(self):
-        if self.is_reading():
+        # Not is_reading(): 3.10's transport has none.
+        if not self._closing and not self._paused:
             self._loop._add_reader(self._sock_fd, self._read_ready)
+            self._reader_on = True
+
+    def _stop_reading(self):
+        self._loop._remove_reader(self._sock_fd)
+        self._reader_on = False
 
     def _read_ready(self):
         if self._conn_lost:
@@ -254,7 +279,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._loop._remove_writer(self._sock_fd)
         if not self._closing:
             self._closing = True
-            self._loop._remove_reader(self._sock_fd)
+            self._stop_reading()
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, exc)
 
@@ -309,6 +334,24 @@ def _remove_stale_unix_socket(path):
         logger().error("Unable to check or remove stale UNIX socket %r: %r", path, err)
 
 
+def _check_reuse_address(reuse_address):
+    if reuse_address is _UNSET:
+        return
+    if reuse_address:
+        raise ValueError(
+            "Passing `reuse_address=True` is no longer supported, as the "
+            "usage of SO_REUSEPORT in UDP poses a significant security concern."
+        )
+    # stacklevel: past this helper and _datagram_endpoint, to the caller of
+    # create_datagram_endpoint as far as a coroutine's stack allows.
+    warnings.warn(
+        "The *reuse_address* parameter has been deprecated as of 3.5.10 and is "
+        "scheduled for removal in 3.11.",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+
 class DatagramMixin:
     async def _datagram_endpoint(self, protocol_factory, local_addr, remote_addr, family,
                                  proto, flags, reuse_port, allow_broadcast, sock,
@@ -321,6 +364,10 @@ class DatagramMixin:
         else:
             candidates = await self._datagram_candidates(local_addr, remote_addr, family,
                                                          proto, flags)  # fmt: skip
+            if "reuse_address" in named_only:
+                # 3.10 looks at reuse_address only once the addresses are
+                # checked (and a stale Unix socket file is gone).
+                _check_reuse_address(named_only["reuse_address"])
             errors = []
             for (family, proto), (local_address, remote_address) in candidates:
                 try:
@@ -440,25 +487,16 @@ class DatagramMixin:
             """A datagram endpoint: (transport, protocol).  Binds to
             ``local_addr`` and/or connects to ``remote_addr`` (resolved as
             asyncio does), or wraps ``sock``."""
-            # With sock=, 3.10 ignores reuse_address but names it among
-            # the offending arguments when others are given.
-            named_only = {} if reuse_address is _UNSET else {"reuse_address": reuse_address}
-            if sock is None and reuse_address is not _UNSET:
-                if reuse_address:
-                    raise ValueError(
-                        "Passing `reuse_address=True` is no longer supported, as the "
-                        "usage of SO_REUSEPORT in UDP poses a significant security concern."
-                    )
-                warnings.warn(
-                    "The *reuse_address* parameter has been deprecated as of 3.5.10 and "
-                    "is scheduled for removal in 3.11.",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
+            # With sock=, 3.10 ignores reuse_address but names it among the
+            # offending arguments when others are given (even when it was
+            # not passed: the default is truthy).
             return await self._datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, family, proto, flags,
-                reuse_port, allow_broadcast, sock, **named_only,
+                reuse_port, allow_broadcast, sock, reuse_address=reuse_address,
             )  # fmt: skip
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        if _CHECKS_FD_OWNER:
+            # A socket still served by a live transport (sock= given twice).
+            self._ensure_fd_no_transport(sock)
         return DatagramTransport(self, sock, protocol, address, waiter, extra)

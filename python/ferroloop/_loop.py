@@ -201,10 +201,6 @@ class EventLoop(
 
     # ---- futures and tasks ----------------------------------------------
 
-    def create_future(self):
-        """A new asyncio.Future bound to this loop."""
-        return futures.Future(loop=self)
-
     if _TASK_FACTORY_TAKES_CONTEXT:
 
         def create_task(self, coro, *, name=None, context=None):
