@@ -15,7 +15,7 @@ import weakref
 
 from . import _inspect_server, _trace
 from ._log import logger
-from ._watchdog import Watchdog
+from ._watchdog import BlockingReport, Watchdog
 
 ENV_THRESHOLD = "FERROLOOP_SLOW_CALLBACK"
 
@@ -46,7 +46,7 @@ class IntrospectMixin:
         if recorder is not None:
             recorder.attach(self)
 
-    def enable_inspection(self):
+    def enable_inspection(self) -> None:
         """Let ``python -m ferroloop ps|pstree PID`` list this loop's tasks,
         through a Unix socket only this user can open (0600, peer uid
         checked).  Task ages count from this call for existing tasks."""
@@ -54,7 +54,11 @@ class IntrospectMixin:
             self._task_births = weakref.WeakKeyDictionary()
         _inspect_server.register(self)
 
-    def watch_blocking(self, threshold=0.1, handler=None):
+    def watch_blocking(
+        self,
+        threshold: Optional[float] = 0.1,
+        handler: Optional[Callable[[BlockingReport], object]] = None,
+    ) -> None:
         """Report every callback or task step that runs longer than
         ``threshold`` seconds: which task, the coroutine chain, and the
         file:line where the loop thread was stuck, sampled while it was.
@@ -73,7 +77,7 @@ class IntrospectMixin:
         if threshold is not None and self.is_running():
             self._start_watchdog()
 
-    def set_blocking_handler(self, handler):
+    def set_blocking_handler(self, handler: Optional[Callable[[BlockingReport], object]]) -> None:
         """Call ``handler(report)`` for each blocking report (None: only log)."""
         if handler is not None and not callable(handler):
             raise TypeError(f"A callable object or None is expected, got {handler!r}")
@@ -92,7 +96,7 @@ class IntrospectMixin:
             watchdog.stop()
             self._slowest = watchdog.reports
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """What the loop has done so far, as a dict:
 
         ``iterations``, ``callbacks`` (callbacks and task steps run),

@@ -7,10 +7,23 @@ import asyncio
 import sys
 from asyncio import coroutines, events, tasks
 
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional, TypeVar
+
 from ._policy import new_event_loop
 
+if TYPE_CHECKING:
+    from ._watchdog import BlockingReport
 
-def run(main, *, debug=None, slow_callback=None, on_blocked=None):
+T = TypeVar("T")
+
+
+def run(
+    main: Coroutine[Any, Any, T],
+    *,
+    debug: Optional[bool] = None,
+    slow_callback: Optional[float] = None,
+    on_blocked: Optional[Callable[["BlockingReport"], object]] = None,
+) -> T:
     """Run the coroutine ``main`` on a new ferroloop loop and return its
     result, exactly as ``asyncio.run(main, debug=debug)`` does on this
     Python version: remaining tasks are cancelled, async generators and the
