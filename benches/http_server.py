@@ -78,7 +78,8 @@ async def serve_uvicorn(host, port):
         if scope["type"] != "http":
             return
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+                    "headers": [(b"content-type", b"text/plain"),
+                                (b"content-length", str(len(BODY)).encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": BODY})
 
     sock = socket.socket()

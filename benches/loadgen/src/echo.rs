@@ -1,20 +1,21 @@
-//! Closed-loop echo client: one thread per connection, each sending a
-//! message and reading the full echo before the next. Every echo is
-//! compared with what was sent, so a loop that loses or mixes data fails
-//! the run instead of looking fast.
+//! Closed-loop echo client: every connection sends a message, reads the
+//! full echo, checks it, and sends the next. All connections are driven by
+//! one thread on epoll, so the client costs little per message and is
+//! never the slower side (a thread per connection spent most of a core on
+//! context switches, and flattered slow servers that batch replies).
+//! Every echo is compared with what was sent, so a loop that loses or mixes
+//! data fails the run instead of looking fast.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Args;
 
-pub trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+pub trait Stream: Read + Write + Send + AsRawFd {}
+impl<T: Read + Write + Send + AsRawFd> Stream for T {}
 
 pub fn connect(addr: &str) -> io::Result<Box<dyn Stream>> {
     if let Some(path) = addr.strip_prefix("unix:") {
@@ -26,70 +27,161 @@ pub fn connect(addr: &str) -> io::Result<Box<dyn Stream>> {
     }
 }
 
-struct ConnResult {
+struct Conn {
+    stream: Box<dyn Stream>,
+    index: usize,
+    message: Vec<u8>,
+    written: usize,
+    echo: Vec<u8>,
+    read: usize,
+    sent_at: Instant,
     messages: u64,
-    latencies_us: Vec<u32>,
+    want_write: bool,
 }
 
-fn one_connection(
-    addr: &str,
-    index: usize,
-    size: usize,
-    start: &Barrier,
-    stop: &AtomicBool,
-) -> io::Result<ConnResult> {
-    let mut stream = connect(addr)?;
-    // A message pattern unique to this connection and changing per message,
-    // so crossed or stale data is caught.
-    let mut message: Vec<u8> = (0..size).map(|i| (i * 31 + index * 7) as u8).collect();
-    let mut echo = vec![0u8; size];
-    let mut result = ConnResult {
-        messages: 0,
-        latencies_us: Vec::new(),
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, token: usize, write: bool) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | if write { libc::EPOLLOUT } else { 0 }) as u32,
+        u64: token as u64,
     };
-    start.wait();
-    while !stop.load(Ordering::Relaxed) {
-        message[0] = result.messages as u8;
-        let sent_at = Instant::now();
-        stream.write_all(&message)?;
-        stream.read_exact(&mut echo)?;
-        if echo != message {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("connection {index}: echo differs from message {}", result.messages),
-            ));
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Conn {
+    /// Starts the next message: a pattern unique to this connection and
+    /// changing per message, so crossed or stale data is caught.
+    fn start_message(&mut self) {
+        self.message[0] = self.messages as u8;
+        self.written = 0;
+        self.read = 0;
+        self.sent_at = Instant::now();
+    }
+
+    /// Writes what the socket takes; true if some of the message is left.
+    fn write_some(&mut self) -> io::Result<bool> {
+        while self.written < self.message.len() {
+            match self.stream.write(&self.message[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        result.messages += 1;
-        if result.latencies_us.len() < 1_000_000 {
-            result.latencies_us.push(sent_at.elapsed().as_micros() as u32);
+        Ok(false)
+    }
+
+    /// Reads what has arrived; Some(latency) once the whole echo is in.
+    fn read_some(&mut self) -> io::Result<Option<u32>> {
+        loop {
+            match self.stream.read(&mut self.echo[self.read..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("connection {}: server closed", self.index),
+                    ))
+                }
+                Ok(n) => self.read += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.read > self.written {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("connection {}: more echoed than sent", self.index),
+                ));
+            }
+            if self.read == self.message.len() {
+                if self.echo != self.message {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("connection {}: echo differs from message {}", self.index, self.messages),
+                    ));
+                }
+                self.messages += 1;
+                return Ok(Some(self.sent_at.elapsed().as_micros() as u32));
+            }
         }
     }
-    Ok(result)
 }
 
 pub fn run(args: &Args) -> io::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(args.conns + 1));
-    let workers: Vec<_> = (0..args.conns)
-        .map(|index| {
-            let (addr, stop, start, size) = (args.addr.clone(), stop.clone(), start.clone(), args.size);
-            thread::spawn(move || one_connection(&addr, index, size, &start, &stop))
-        })
-        .collect();
-    start.wait();
-    let began = Instant::now();
-    thread::sleep(Duration::from_secs_f64(args.seconds));
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = began.elapsed().as_secs_f64();
-    let mut messages = 0u64;
-    let mut latencies = Vec::new();
-    for worker in workers {
-        let result = worker
-            .join()
-            .map_err(|_| io::Error::other("a client thread panicked"))??;
-        messages += result.messages;
-        latencies.extend(result.latencies_us);
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(io::Error::last_os_error());
     }
+    let mut conns = Vec::with_capacity(args.conns);
+    for index in 0..args.conns {
+        let stream = connect(&args.addr)?;
+        set_nonblocking(stream.as_raw_fd())?;
+        epoll_ctl(epfd, libc::EPOLL_CTL_ADD, stream.as_raw_fd(), index, false)?;
+        conns.push(Conn {
+            stream,
+            index,
+            message: (0..args.size).map(|i| (i * 31 + index * 7) as u8).collect(),
+            written: 0,
+            echo: vec![0u8; args.size],
+            read: 0,
+            sent_at: Instant::now(),
+            messages: 0,
+            want_write: false,
+        });
+    }
+    let mut latencies: Vec<u32> = Vec::new();
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs_f64(args.seconds);
+    for conn in conns.iter_mut() {
+        conn.start_message();
+        if conn.write_some()? {
+            conn.want_write = true;
+            epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, true)?;
+        }
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    while Instant::now() < deadline {
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 100) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        for ev in &events[..n as usize] {
+            let conn = &mut conns[ev.u64 as usize];
+            if ev.events & libc::EPOLLOUT as u32 != 0 && conn.want_write && !conn.write_some()? {
+                conn.want_write = false;
+                epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, false)?;
+            }
+            if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                if let Some(latency) = conn.read_some()? {
+                    if latencies.len() < 5_000_000 {
+                        latencies.push(latency);
+                    }
+                    conn.start_message();
+                    let pending = conn.write_some()?;
+                    if pending != conn.want_write {
+                        conn.want_write = pending;
+                        epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, pending)?;
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let messages: u64 = conns.iter().map(|c| c.messages).sum();
+    unsafe { libc::close(epfd) };
     latencies.sort_unstable();
     let pct = |p: f64| -> u32 {
         if latencies.is_empty() {
