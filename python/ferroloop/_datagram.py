@@ -21,6 +21,7 @@ from asyncio import base_events, constants, transports, trsock
 from ._log import logger
 from ._resolve import ensure_resolved
 from ._server import _set_reuseport
+from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
 
 PY_VERSION = sys.version_info[:2]
 # 3.13 counts a per-datagram header in the buffer size, so that a flood of
@@ -42,11 +43,6 @@ if PY_VERSION >= (3, 12):
 _HAS_READ_CONTROL = PY_VERSION >= (3, 11)
 # From 3.12 a socket that a live transport still uses is refused.
 _CHECKS_FD_OWNER = PY_VERSION >= (3, 12)
-
-
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
 
 
 class DatagramTransport(*_BASES):

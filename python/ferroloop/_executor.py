@@ -11,22 +11,16 @@ from asyncio import futures, tasks
 from ._log import logger
 
 from ._resolve import numeric_addrinfo
+from ._futures import (
+    set_result_unless_cancelled as _set_result_unless_cancelled,
+    set_exception_unless_cancelled as _set_exception_unless_cancelled,
+)
 
 # 3.10 only warns about a default executor that is not a thread pool;
 # 3.11 and later refuse it.
 _DEFAULT_EXECUTOR_MUST_BE_THREADS = sys.version_info >= (3, 11)
 # From 3.13 the shutdown timeout bounds the wait for the executor itself.
 _SHUTDOWN_TIMEOUT_BOUNDS_WAIT = sys.version_info >= (3, 13)
-
-
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
-
-
-def _set_exception_unless_cancelled(fut, exc):
-    if not fut.cancelled():
-        fut.set_exception(exc)
 
 
 class ExecutorMixin:

@@ -18,14 +18,10 @@ import warnings
 from asyncio import constants, transports
 
 from ._log import logger
+from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
 
 # 3.10's read pipe transport inherits ReadTransport.is_reading, which raises.
 _HAS_IS_READING = sys.version_info >= (3, 11)
-
-
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
 
 
 def _log_fatal(transport, exc, message, quiet_errors):

@@ -15,16 +15,12 @@ from asyncio import constants, transports, trsock
 
 from ._core import StreamTransport
 from ._log import logger
+from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
 
 
 # 3.12 gave socket transports a writelines that sends the buffers as they
 # are (asyncio's own messages differ accordingly).
 _NATIVE_WRITELINES = sys.version_info >= (3, 12)
-
-
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)
 
 
 def _set_nodelay(sock):
