@@ -1095,7 +1095,7 @@ def test_stream_writer_drain_blocks_while_the_peer_does_not_read(run):
 # ---------------------------------------------------------------------------
 
 
-def test_pause_and_resume_reading_match_asyncio(loop, stdlib_loop, sock_dir):
+def test_pause_and_resume_reading_match_asyncio(loop, stdlib_loop, sock_dir, loop_factory):
     async def scenario():
         trace = []
 
@@ -1153,18 +1153,31 @@ def test_pause_and_resume_reading_match_asyncio(loop, stdlib_loop, sock_dir):
         await close_server(server)
         return trace
 
+    def check(trace):
+        key = {entry[0]: entry[1:] for entry in trace}
+        assert key["made: reading"] == (True,)
+        assert key["paused in connection_made"] == (False,)
+        assert key["paused: nothing read"] == (False, False, b"", ["made"])
+        assert key["resumed"] == (True, False, b"one", ["made", "data"])
+        assert key["paused again: neither data nor eof"] == (False, False, b"one", ["made", "data"])
+        assert key["after eof kept open"][:3] == (True, False, b"onetwo")
+        assert key["closing"][:2] == (False, True)
+        assert key["resume_reading while closing"][:2] == (False, True)
+        assert key["peer"] == (BIG, "eof")
+
     expected = stdlib_loop.run_until_complete(scenario())
-    key = {entry[0]: entry[1:] for entry in expected}
-    assert key["made: reading"] == (True,)
-    assert key["paused in connection_made"] == (False,)
-    assert key["paused: nothing read"] == (False, False, b"", ["made"])
-    assert key["resumed"] == (True, False, b"one", ["made", "data"])
-    assert key["paused again: neither data nor eof"] == (False, False, b"one", ["made", "data"])
-    assert key["after eof kept open"][:3] == (True, False, b"onetwo")
-    assert key["closing"][:2] == (False, True)
-    assert key["resume_reading while closing"][:2] == (False, True)
-    assert key["peer"] == (BIG, "eof")
-    assert loop.run_until_complete(scenario()) == expected
+    ours = loop.run_until_complete(scenario())
+    if PY_VERSION < (3, 11):
+        # 3.10's asyncio starts reading after connection_made even when the
+        # protocol paused reading there (fixed in 3.11); ferroloop honours
+        # the pause on every version.
+        stdlib_key = {entry[0]: entry[1:] for entry in expected}
+        assert stdlib_key["paused: nothing read"][2] == b"one"
+        if loop_factory.name == "ferroloop":
+            check(ours)
+    else:
+        check(expected)
+        assert ours == expected
 
 
 # ---------------------------------------------------------------------------
