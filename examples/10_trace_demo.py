@@ -10,8 +10,12 @@ import asyncio
 import time
 
 
+FINISHED = []
+
+
 async def cook(dish, seconds):
     await asyncio.sleep(seconds)
+    FINISHED.append(dish)
     return dish
 
 
@@ -26,11 +30,15 @@ async def careless():
 
 
 async def main():
+    loop = asyncio.get_running_loop()
+    print(f"event loop: {type(loop).__module__}.{type(loop).__qualname__}")
     cooks = [asyncio.create_task(cook(d, s), name=f"cook {d}")
              for d, s in (("burger", 0.3), ("fries", 0.1), ("pasta", 0.4))]
     helper = asyncio.create_task(fetch_in_thread(), name="fetch")
     oops = asyncio.create_task(careless(), name="careless")
-    await asyncio.gather(*cooks, helper, oops)
+    dishes = await asyncio.gather(*cooks)
+    await asyncio.gather(helper, oops)
+    print(f"RESULT: served {dishes}, ready in the order {FINISHED}")
 
 
 asyncio.run(main())
