@@ -596,12 +596,7 @@ def test_create_connection_accepts_a_unix_stream_socket(loop):
 
 @pytest.mark.skipif(PY_VERSION < (3, 12), reason="3.12+ refuses a socket a transport uses")
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_a_socket_a_live_transport_uses_is_refused(loop, loop_factory, request, client_tls, tls):
-    if loop_factory.name == "ferroloop" and not tls:
-        # The check belongs to _make_socket_transport, the native transport.
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="_make_socket_transport does not check yet")
-        )
+def test_a_socket_a_live_transport_uses_is_refused(loop, client_tls, tls):
     ours, theirs = socket.socketpair()
 
     async def main():

@@ -21,6 +21,8 @@ from ._futures import set_result_unless_cancelled as _set_result_unless_cancelle
 # 3.12 gave socket transports a writelines that sends the buffers as they
 # are (asyncio's own messages differ accordingly).
 _NATIVE_WRITELINES = sys.version_info >= (3, 12)
+# From 3.12 a socket that a live transport still uses is refused.
+_REFUSES_USED_FDS = sys.version_info >= (3, 12)
 
 
 def _set_nodelay(sock):
@@ -207,4 +209,7 @@ class SocketTransport(transports.Transport):
 class TransportMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         """A stream transport over the connected, non-blocking ``sock``."""
+        if _REFUSES_USED_FDS:
+            # As asyncio 3.12+: one socket, one transport.
+            self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
