@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 
 from ._core import TimerHandle
 
