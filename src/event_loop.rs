@@ -18,7 +18,7 @@ use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyInt, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::clock;
@@ -28,6 +28,7 @@ use crate::gil_cell::GilCell;
 use crate::handles::{Handle, TimerHandle};
 use crate::loop_stats::{LoopStats, Progress, LAG_BOUNDS};
 use crate::py_helpers;
+use crate::sock_ops;
 use crate::sys::{Events, Interest, Poller, Waker};
 use crate::timers::TimerHeap;
 
@@ -492,9 +493,60 @@ impl LoopCore {
         drop(previous);
     }
 
+    /// The native object behind the fd's reader or writer, if any.
+    pub(crate) fn fd_callback_target<'py>(
+        &self,
+        py: Python<'py>,
+        fd: RawFd,
+        direction: Direction,
+    ) -> Option<Bound<'py, PyAny>> {
+        let handle = self.state.with(py, |st| {
+            st.fds.handle(fd, direction).map(|h| h.clone_ref(py))
+        })?;
+        handle.get().native_target(py)
+    }
+
+    /// Parks the fd's reader (see `FdRegistry`), or makes it active again.
+    pub(crate) fn set_reader_parked(&self, py: Python<'_>, fd: RawFd, parked: bool) {
+        self.state.with(py, |st| st.fds.set_parked(fd, parked));
+    }
+
+    /// Registers a prebuilt handle as the fd's reader or writer, cancelling
+    /// the one it replaces, as `_add_reader`/`_add_writer` do.
+    pub(crate) fn install_fd_handle(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        direction: Direction,
+        handle: &Py<Handle>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let mut garbage = Vec::new();
+        let result = self.state.with(py, |st| {
+            st.fds.add(
+                &self.poller,
+                fd,
+                direction,
+                handle.clone_ref(py),
+                None,
+                &mut garbage,
+            )
+        });
+        release(garbage);
+        match result {
+            Ok(Some(replaced)) if !replaced.is(handle) => Handle::cancel_base(replaced.bind(py)),
+            Ok(_) => Ok(()),
+            Err(err) => Err(os_error(&err)),
+        }
+    }
+
     /// asyncio's `_ensure_fd_no_transport`: a live transport's fd cannot
     /// take plain reader/writer callbacks.
-    fn ensure_fd_no_transport(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn ensure_fd_no_transport(
+        &self,
+        py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let raw = Self::raw_fd(fileobj)?;
         let Ok(fd) = raw.extract::<RawFd>() else {
             return Ok(());
@@ -623,6 +675,12 @@ impl LoopCore {
                 None => return Err(Self::invalid_fd(&raw)),
             },
         };
+        // A sock_recv/sock_sendall waiter left behind by a finished or
+        // cancelled call is no callback as far as the program knows.
+        let idle_waiter = match this.fd_callback_target(py, fd, direction) {
+            Some(target) => sock_ops::is_idle_waiter(&target)?,
+            None => false,
+        };
         let mut garbage = Vec::new();
         let result = this.state.with(py, |st| {
             st.fds.remove(&this.poller, fd, direction, &mut garbage)
@@ -631,7 +689,7 @@ impl LoopCore {
         match result {
             Ok(Some(removed)) => {
                 Handle::cancel_base(removed.bind(py))?;
-                Ok(true)
+                Ok(!idle_waiter)
             }
             Ok(None) => Ok(false),
             Err(err) => Err(os_error(&err)),
@@ -777,7 +835,7 @@ impl LoopCore {
 
     /// A new asyncio.Future bound to this loop (CPython's C Future; made
     /// here rather than in Python to save a Python-level call per future).
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
@@ -786,6 +844,26 @@ impl LoopCore {
 
     fn time(&self) -> f64 {
         clock::monotonic()
+    }
+
+    // ---- socket operations (plain sockets; see sock_ops.rs) -------------
+
+    /// bytes received at once, a future, or None for the Python path.
+    fn _sock_recv_native<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        n: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        sock_ops::sock_recv(slf, sock, n)
+    }
+
+    /// None once everything is sent, else a future.
+    fn _sock_sendall_native<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        data: &Bound<'py, PyBytes>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        sock_ops::sock_sendall(slf, sock, data)
     }
 
     /// Wakes the loop if it sleeps in the poller (asyncio's internal

@@ -30,6 +30,11 @@ struct FdEntry {
     /// The object the user registered (when not a plain int), so a file
     /// object closed while registered can still be found, as selectors do.
     fileobj: Option<Py<PyAny>>,
+    /// The reader is a finished `sock_recv` waiter left registered so the
+    /// socket's next `sock_recv` re-arms it without a system call. To
+    /// everyone else the fd has no reader: a readiness report for it ends
+    /// the registration, and `add`/`remove` evict it first.
+    parked: bool,
 }
 
 impl FdEntry {
@@ -143,6 +148,44 @@ impl FdRegistry {
         })
     }
 
+    /// The fd's reader or writer callback, parked readers included.
+    pub fn handle(&self, fd: RawFd, direction: Direction) -> Option<&Py<Handle>> {
+        let entry = self.slots.get(fd as usize)?.as_ref()?;
+        match direction {
+            Direction::Read => entry.reader.as_ref(),
+            Direction::Write => entry.writer.as_ref(),
+        }
+    }
+
+    /// Marks the fd's reader parked (see `FdEntry::parked`) or active again.
+    pub fn set_parked(&mut self, fd: RawFd, parked: bool) {
+        if let Some(entry) = self.entry(fd) {
+            if entry.reader.is_some() {
+                entry.parked = parked;
+            }
+        }
+    }
+
+    /// Drops a parked reader for real. Its fd may have been closed (and its
+    /// number reused) while it was parked, so the kernel registration is not
+    /// trusted: the entry is deleted outright unless a writer still uses it.
+    fn evict_parked(&mut self, poller: &Poller, fd: RawFd, garbage: &mut Vec<Py<PyAny>>) {
+        let Some(entry) = self.entry(fd) else { return };
+        if !entry.parked {
+            return;
+        }
+        entry.parked = false;
+        garbage.extend(entry.reader.take().map(Py::into_any));
+        let interest = entry.interest();
+        let token = entry.token;
+        if interest.is_empty() || poller.modify(fd, token, interest).is_err() {
+            if let Some(entry) = self.take_entry(fd) {
+                entry.release_into(garbage);
+            }
+            let _ = poller.delete(fd);
+        }
+    }
+
     /// Installs `handle` as the fd's reader or writer. Returns the handle it
     /// replaces, which the caller must cancel. On a poller error the fd is
     /// left unregistered, as the stdlib selectors leave it.
@@ -183,6 +226,14 @@ impl FdRegistry {
         garbage: &mut Vec<Py<PyAny>>,
         replace_stale: bool,
     ) -> io::Result<Option<Py<Handle>>> {
+        // A parked reader gives way to a new reader. Next to a new writer it
+        // stays, but its registration may be stale (see `evict_parked`), so
+        // a failed update re-registers the fd from scratch.
+        let parked = self.entry(fd).is_some_and(|e| e.parked);
+        if parked && direction == Direction::Read {
+            self.evict_parked(poller, fd, garbage);
+        }
+        let replace_stale = replace_stale || parked;
         if let Some(entry) = self.entry(fd) {
             let before = entry.interest();
             let replaced = entry.slot(direction).replace(handle);
@@ -216,6 +267,7 @@ impl FdRegistry {
             reader: None,
             writer: None,
             fileobj,
+            parked: false,
         };
         *entry.slot(direction) = Some(handle);
         if let Err(err) = poller.add(fd, token, entry.interest()) {
@@ -240,6 +292,10 @@ impl FdRegistry {
         direction: Direction,
         garbage: &mut Vec<Py<PyAny>>,
     ) -> io::Result<Option<Py<Handle>>> {
+        if direction == Direction::Read && self.entry(fd).is_some_and(|e| e.parked) {
+            self.evict_parked(poller, fd, garbage);
+            return Ok(None);
+        }
         let Some(entry) = self.entry(fd) else {
             return Ok(None);
         };
@@ -287,6 +343,12 @@ impl FdRegistry {
                 continue;
             }
             let Some(entry) = self.entry(fd) else { return };
+            if direction == Direction::Read && entry.parked {
+                // Nobody waits for this report: stop watching instead of
+                // waking up for it on every iteration (level-triggered).
+                self.evict_parked(poller, fd, garbage);
+                continue;
+            }
             let Some(handle) = entry.slot(direction).as_ref() else {
                 continue;
             };

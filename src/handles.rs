@@ -186,6 +186,15 @@ impl Handle {
         )
     }
 
+    /// The object a native callback belongs to (a transport, a socket
+    /// waiter); None for Python callbacks and cancelled handles.
+    pub(crate) fn native_target<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.callback.with(py, |cb| match cb {
+            Some(Callback::Native { target, .. }) => Some(target.bind(py).clone()),
+            _ => None,
+        })
+    }
+
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Relaxed)

@@ -13,6 +13,7 @@ mod handles;
 mod loop_stats;
 mod py_bytes;
 mod py_helpers;
+mod sock_ops;
 mod stream_transport;
 mod sys;
 mod timers;
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
+    m.add_class::<sock_ops::SockWaiter>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Filling Python bytes objects, and reading Python buffers, without
 //! intermediate copies.
 
+use std::io;
+use std::os::fd::RawFd;
 use std::os::raw::c_int;
 
 use pyo3::ffi;
@@ -8,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::call::take_raised;
+use crate::sys::net;
 
 extern "C" {
     // Part of CPython's C API in every supported version, though PyO3 does
@@ -44,6 +47,47 @@ pub fn bytes_filled_by<'py, E>(
             }
         }
     }
+}
+
+/// Reads up to this much go through the scratch buffer.
+const SCRATCH_LEN: usize = 256 * 1024;
+/// A previous read at least this big suggests bulk data: the next read goes
+/// straight into a bytes object of the full size asked for.
+const BULK_READ: usize = 64 * 1024;
+
+thread_local! {
+    /// Reused by every small read on this thread (the loop's thread).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
+/// One `recv` of up to `limit` bytes from `fd`, as a bytes object of
+/// exactly what arrived (empty at end of stream). `last_read` is the size of
+/// the fd's previous read.
+///
+/// Small messages are read into a reused buffer and copied: a fresh object
+/// of `limit` (typically 256 KiB) per read would be mapped and unmapped by
+/// malloc each time (page faults, TLB flushes). Bulk data goes straight into
+/// the object handed out, where the big allocation pays for itself.
+pub fn recv_new_bytes(
+    py: Python<'_>,
+    fd: RawFd,
+    limit: usize,
+    last_read: usize,
+) -> PyResult<io::Result<Bound<'_, PyBytes>>> {
+    if limit > SCRATCH_LEN || last_read >= BULK_READ {
+        // SAFETY: `recv` writes at most `len` bytes into the object.
+        return bytes_filled_by(py, limit, |buf, len| unsafe { net::recv(fd, buf, len) });
+    }
+    SCRATCH.with(|scratch| {
+        // No Python code runs while the buffer is borrowed.
+        let mut buf = scratch.borrow_mut();
+        // SAFETY: `recv` writes at most `limit` bytes into `buf`, which
+        // holds SCRATCH_LEN >= limit.
+        match unsafe { net::recv(fd, buf.as_mut_ptr(), limit) } {
+            Ok(n) => Ok(Ok(PyBytes::new(py, &buf[..n]))),
+            Err(err) => Ok(Err(err)),
+        }
+    })
 }
 
 /// A contiguous byte view of any buffer-protocol object, released on drop.

@@ -29,34 +29,12 @@ use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::Handle;
-use crate::py_bytes::{bytes_filled_by, ByteView};
+use crate::py_bytes::{recv_new_bytes, ByteView};
 use crate::sys::net;
 use crate::write_buffer::WriteBuffer;
 
 /// Largest read handed to `data_received` (asyncio's `max_size`).
 const MAX_READ: usize = 256 * 1024;
-/// A read at least this big suggests bulk data: the next read goes straight
-/// into a MAX_READ-sized bytes object instead of through the scratch buffer.
-const BULK_READ: usize = 64 * 1024;
-
-thread_local! {
-    /// Reused by every small read on this thread (the loop's thread).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_READ]);
-}
-
-/// `recv` into the thread's scratch buffer, then a bytes object of exactly
-/// what arrived.
-fn read_via_scratch(py: Python<'_>, fd: RawFd) -> PyResult<std::io::Result<Bound<'_, PyBytes>>> {
-    SCRATCH.with(|scratch| {
-        // No Python code runs while the buffer is borrowed.
-        let mut buf = scratch.borrow_mut();
-        // SAFETY: `recv` writes at most `buf.len()` bytes into `buf`.
-        match unsafe { net::recv(fd, buf.as_mut_ptr(), buf.len()) } {
-            Ok(n) => Ok(Ok(PyBytes::new(py, &buf[..n]))),
-            Err(err) => Ok(Err(err)),
-        }
-    })
-}
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// asyncio warns once a closed transport has been written to this often.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
@@ -298,19 +276,8 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         let fd = this.fd;
-        let bulk = this.state.with(py, |st| st.last_read >= BULK_READ);
-        let received = if bulk {
-            // Streaming: the kernel copies straight into the object the
-            // protocol gets, and the big allocation pays for itself.
-            // SAFETY: `recv` writes at most `len` bytes into the object.
-            bytes_filled_by(py, MAX_READ, |buf, len| unsafe { net::recv(fd, buf, len) })?
-        } else {
-            // Small messages: a fresh 256 KiB object per read would be
-            // mapped and unmapped by malloc each time (page faults, TLB
-            // flushes); reading into a reused buffer and copying the few
-            // bytes received is far cheaper.
-            read_via_scratch(py, fd)?
-        };
+        let last_read = this.state.with(py, |st| st.last_read);
+        let received = recv_new_bytes(py, fd, MAX_READ, last_read)?;
         let data = match received {
             Ok(data) => data,
             Err(err) if net::would_block(&err) => return Ok(()),

@@ -17,6 +17,10 @@ except ImportError:  # pragma: no cover - Python built without OpenSSL
     ssl = None
 
 _RETRY = (BlockingIOError, InterruptedError)
+# Exactly this type takes the native sock_recv/sock_sendall (sock_ops.rs);
+# subclasses and wrappers may override recv/send, so they get the Python
+# path, which calls their methods.
+_PLAIN_SOCKET = socket.socket
 
 
 def _check_sock(sock) -> None:
@@ -84,6 +88,13 @@ class SockOpsMixin:
 
     async def sock_recv(self, sock, n):
         """Receive up to ``n`` bytes from a connected non-blocking socket."""
+        if type(sock) is _PLAIN_SOCKET:
+            # The native path: bytes received at once, or a future.
+            got = self._sock_recv_native(sock, n)
+            if type(got) is bytes:
+                return got
+            if got is not None:
+                return await got
         _check_sock(sock)
         try:
             return sock.recv(n)
@@ -128,6 +139,11 @@ class SockOpsMixin:
 
     async def sock_sendall(self, sock, data):
         """Send all of ``data``; returns None once the kernel has taken it."""
+        if type(sock) is _PLAIN_SOCKET and type(data) is bytes:
+            pending = self._sock_sendall_native(sock, data)
+            if pending is not None:
+                await pending
+            return None
         _check_sock(sock)
         try:
             sent = sock.send(data)
