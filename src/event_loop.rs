@@ -67,6 +67,9 @@ pub struct LoopCore {
     /// `tracer(handle_or_None, start, end)` after every callback (a handle)
     /// and every poll (None), while `python -m ferroloop trace` records.
     tracer: GilCell<Option<Py<PyAny>>>,
+    /// `{"loop": self}`, made once: `create_future` passes it to every
+    /// `Future(loop=...)` call (the constructor only reads it).
+    future_kwargs: GilCell<Option<Py<pyo3::types::PyDict>>>,
     tracing: AtomicBool,
     clock_resolution: f64,
 }
@@ -117,6 +120,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
         one_shot: bool,
+        untrack_context: bool,
     ) -> PyResult<Handle> {
         Handle::new(
             slf.py(),
@@ -126,6 +130,7 @@ impl LoopCore {
             slf.as_any(),
             slf.get().debug(),
             one_shot,
+            untrack_context,
         )
     }
 
@@ -137,10 +142,16 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let debug = slf.get().debug();
+        // Below this many queued callbacks, a context copy dies young and
+        // costs the collector nothing; above it, copies pile up in the
+        // generations the collector rescans (a thread feeding the loop).
+        const BACKLOG: usize = 256;
+        let this = slf.get();
+        let debug = this.debug();
+        let backlog = this.state.with(slf.py(), |st| st.ready.len() >= BACKLOG);
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, context, !debug)?,
+            Self::new_handle(slf, callback, args, context, !debug, backlog)?,
         )?;
         if !debug {
             Handle::untrack(handle.bind(slf.py()).as_any());
@@ -154,7 +165,9 @@ impl LoopCore {
     }
 
     fn wake_if_sleeping(&self) {
-        if self.sleeping.swap(false, SeqCst) {
+        // The plain load first: a busy loop is not sleeping, and then no
+        // locked instruction is paid per call.
+        if self.sleeping.load(SeqCst) && self.sleeping.swap(false, SeqCst) {
             self.waker.wake();
         }
     }
@@ -175,7 +188,7 @@ impl LoopCore {
             py_helpers::check_callback(py, &callback, "call_at")?;
         }
         let debug = this.debug();
-        let base = Self::new_handle(slf, callback, args, context, !debug)?;
+        let base = Self::new_handle(slf, callback, args, context, !debug, true)?;
         let timer = TimerHandle::create(py, when, base)?;
         if !debug {
             Handle::untrack(timer.bind(py).as_any());
@@ -191,7 +204,8 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.iterations.fetch_add(1, Relaxed);
+        // Only the thread running the loop counts iterations.
+        crate::loop_stats::bump(&this.iterations);
 
         let mut timer_garbage = Vec::new();
         this.state
@@ -633,7 +647,7 @@ impl LoopCore {
         let raw = Self::raw_fd(fileobj)?;
         this.check_closed()?;
         let fd = Self::fd_to_register(&raw)?;
-        let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None, false)?)?;
+        let handle: Py<Handle> = Py::new(py, Self::new_handle(slf, callback, args, None, false, false)?)?;
         let registered_obj = (!fileobj.is_instance_of::<PyInt>()).then(|| fileobj.clone().unbind());
         let mut garbage = Vec::new();
         let result = this.state.with(py, |st| {
@@ -744,6 +758,7 @@ impl LoopCore {
             current_handle: GilCell::new(None),
             progress: Progress::default(),
             tracer: GilCell::new(None),
+            future_kwargs: GilCell::new(None),
             tracing: AtomicBool::new(false),
             clock_resolution: clock::resolution(),
         })
@@ -823,7 +838,7 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, false)?,
+            Self::new_handle(slf, callback, args, None, false, false)?,
         )
     }
 
@@ -837,8 +852,19 @@ impl LoopCore {
     /// here rather than in Python to save a Python-level call per future).
     pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), slf)?;
+        let this = slf.get();
+        let cached = this
+            .future_kwargs
+            .with(py, |k| k.as_ref().map(|k| k.clone_ref(py)));
+        let kwargs = match cached {
+            Some(kwargs) => kwargs.into_bound(py),
+            None => {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item(intern!(py, "loop"), slf)?;
+                drop(this.future_kwargs.replace(py, Some(kwargs.clone().unbind())));
+                kwargs
+            }
+        };
         py_helpers::future_type(py)?.call((), Some(&kwargs))
     }
 
@@ -1176,6 +1202,9 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         self.tracer
             .try_with(|t| visit.call(t.as_ref()))
+            .unwrap_or(Ok(()))?;
+        self.future_kwargs
+            .try_with(|k| visit.call(k.as_ref()))
             .unwrap_or(Ok(()))
     }
 
@@ -1188,5 +1217,6 @@ impl LoopCore {
         }
         drop(self.current_handle.try_take());
         drop(self.tracer.try_take());
+        drop(self.future_kwargs.try_take());
     }
 }

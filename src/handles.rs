@@ -81,6 +81,27 @@ pub struct Handle {
     /// Made by call_soon/call_later & co: runs at most once. Such handles
     /// are kept out of the cyclic garbage collector (see `untrack`).
     one_shot: bool,
+    /// `context` is a copy this handle made and took out of the collector.
+    context_untracked: bool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.context_untracked {
+            // CPython's Context dealloc unlinks the object from the
+            // collector's list without checking it is on one; it must be
+            // tracked again before the last reference goes. (A handle is
+            // only dropped from its tp_dealloc, with the GIL held.)
+            // SAFETY: a live Context (we own a reference), GIL held; it is
+            // tracked only if it is not already.
+            unsafe {
+                let ctx = self.context.as_ptr();
+                if ffi::PyObject_GC_IsTracked(ctx) == 0 {
+                    ffi::PyObject_GC_Track(ctx.cast());
+                }
+            }
+        }
+    }
 }
 
 fn loop_debug(loop_: &Bound<'_, PyAny>) -> bool {
@@ -100,10 +121,22 @@ impl Handle {
         loop_: &Bound<'_, PyAny>,
         debug: bool,
         one_shot: bool,
+        untrack_context: bool,
     ) -> PyResult<Handle> {
-        let context = match context {
-            Some(ctx) if !ctx.is_none() => ctx,
-            _ => copy_current_context(py)?,
+        let (context, context_untracked) = match context {
+            Some(ctx) if !ctx.is_none() => (ctx, false),
+            _ => {
+                let copy = copy_current_context(py)?;
+                // The copy is this handle's alone. A handle that will wait
+                // long (a timer, a backlog of callbacks) takes it out of
+                // the collector's sight like itself (see `untrack`), and
+                // tracks it again before releasing it (see `Drop`).
+                let untrack = one_shot && untrack_context;
+                if untrack {
+                    Self::untrack(&copy);
+                }
+                (copy, untrack)
+            }
         };
         let source_traceback = if debug {
             Some(py_helpers::source_traceback(py)?)
@@ -121,6 +154,7 @@ impl Handle {
             source_traceback,
             repr: GilCell::new(None),
             one_shot,
+            context_untracked,
         })
     }
 
@@ -182,6 +216,7 @@ impl Handle {
                 source_traceback: None,
                 repr: GilCell::new(None),
                 one_shot: false,
+                context_untracked: false,
             },
         )
     }

@@ -155,6 +155,44 @@ def test_call_soon_without_context_runs_in_a_copy_of_the_current_context(loop):
     assert var.get() == "default"
 
 
+
+@pytest.mark.parametrize("how", ["call_soon", "call_soon_threadsafe", "call_later"])
+def test_each_queued_callback_keeps_its_own_context_snapshot(loop, how):
+    """Thousands of queued callbacks (ferroloop keeps their context copies
+    out of the garbage collector): each sees the value current when it was
+    scheduled, a change it makes reaches no other, and collections while
+    they wait or after they ran break nothing."""
+    var = contextvars.ContextVar("var")
+    seen = []
+    count = 3000
+
+    def record(i):
+        seen.append((i, var.get()))
+        var.set(-i)
+
+    def schedule(i):
+        var.set(i)
+        if how == "call_later":
+            loop.call_later(0.001, record, i)
+        else:
+            getattr(loop, how)(record, i)
+
+    def schedule_all():
+        for i in range(count):
+            contextvars.copy_context().run(schedule, i)
+
+    if how == "call_soon_threadsafe":
+        thread = threading.Thread(target=schedule_all)
+        thread.start()
+        thread.join()
+    else:
+        schedule_all()
+    gc.collect()
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert sorted(seen) == [(i, i) for i in range(count)]
+
 def test_callbacks_scheduled_during_a_batch_run_in_the_next_iteration(loop):
     order = []
 
