@@ -113,6 +113,10 @@ fn loop_debug(loop_: &Bound<'_, PyAny>) -> bool {
 
 impl Handle {
     /// `context=None` means a copy of the current context, as in asyncio.
+    /// Inlined so the value is built where the new object takes it, not
+    /// copied there through the stack (which stalled on every handle).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         py: Python<'_>,
         func: Bound<'_, PyAny>,

@@ -49,8 +49,6 @@ enum Op {
 struct WaitState {
     fut: Option<Py<PyAny>>,
     op: Op,
-    /// Size of the socket's last read, which picks how the next is made.
-    last_read: usize,
 }
 
 /// One socket's pending `sock_recv` or `sock_sendall`, as the fd's native
@@ -110,10 +108,6 @@ impl SockWaiter {
             return Ok(None);
         }
         Ok(is_idle_waiter(waiter.as_any())?.then_some(waiter))
-    }
-
-    fn last_read(&self, py: Python<'_>) -> usize {
-        self.state.with(py, |st| st.last_read)
     }
 
     /// Starts waiting: the waiter already registered for `sock` is re-armed,
@@ -199,18 +193,14 @@ impl SockWaiter {
         });
         match step {
             None => Ok(()),
-            Some(Step::Recv(limit)) => {
-                match recv_new_bytes(py, this.fd, limit, this.last_read(py))? {
-                    Ok(data) => {
-                        let n = data.as_bytes().len();
-                        this.state.with(py, |st| st.last_read = n);
-                        this.stand_down(py, true)?;
-                        fut.call_method1(intern!(py, "set_result"), (data,))?;
-                        Ok(())
-                    }
-                    Err(err) => this.fail(py, &fut, err),
+            Some(Step::Recv(limit)) => match recv_new_bytes(py, this.fd, limit)? {
+                Ok(data) => {
+                    this.stand_down(py, true)?;
+                    fut.call_method1(intern!(py, "set_result"), (data,))?;
+                    Ok(())
                 }
-            }
+                Err(err) => this.fail(py, &fut, err),
+            },
             Some(Step::Send(data, sent)) => {
                 let bytes = data.bind(py).as_bytes();
                 match net::send(this.fd, &bytes[sent..]) {
@@ -330,15 +320,8 @@ pub(crate) fn sock_recv<'py>(
     check_nonblocking(sock)?;
     let fd = fileno(sock)?;
     let reusable = SockWaiter::reusable(lp.get(), sock, fd, Direction::Read)?;
-    let last_read = reusable.as_ref().map_or(0, |w| w.get().last_read(py));
-    match recv_new_bytes(py, fd, limit, last_read)? {
-        Ok(data) => {
-            if let Some(waiter) = &reusable {
-                let n = data.as_bytes().len();
-                waiter.get().state.with(py, |st| st.last_read = n);
-            }
-            Ok(Some(data.into_any()))
-        }
+    match recv_new_bytes(py, fd, limit)? {
+        Ok(data) => Ok(Some(data.into_any())),
         Err(err) if net::would_block(&err) => {
             let op = Op::Recv { limit };
             SockWaiter::wait(lp, sock, fd, Direction::Read, reusable, op).map(Some)

@@ -84,8 +84,6 @@ struct State {
     /// The limits as the user gave them, returned by
     /// get_write_buffer_limits (asyncio keeps floats and huge ints as is).
     limits: Option<(Py<PyAny>, Py<PyAny>)>,
-    /// Size of the last read, to choose how the next one is made.
-    last_read: usize,
     /// Non-zero once connection_lost is scheduled; counts later writes.
     conn_lost: u32,
     /// connection_lost has run: the fd number may belong to someone else.
@@ -276,8 +274,7 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         let fd = this.fd;
-        let last_read = this.state.with(py, |st| st.last_read);
-        let received = recv_new_bytes(py, fd, MAX_READ, last_read)?;
+        let received = recv_new_bytes(py, fd, MAX_READ)?;
         let data = match received {
             Ok(data) => data,
             Err(err) if net::would_block(&err) => return Ok(()),
@@ -289,9 +286,7 @@ impl StreamTransport {
                 )
             }
         };
-        let n = data.as_bytes().len();
-        this.state.with(py, |st| st.last_read = n);
-        if n == 0 {
+        if data.as_bytes().is_empty() {
             return Self::on_eof(slf);
         }
         match call::call(py, data_received, &[data.as_any()]) {
