@@ -1,8 +1,11 @@
 """``loop.sock_*`` coroutines: one attempt right away, then one retry per
 readiness report of the socket's fd, until the operation completes.
 
-Whatever way the awaiting task ends (result, error, cancellation), the
-reader or writer it registered is removed again.
+sock_recv and sock_sendall on a plain ``socket.socket`` run natively
+(``src/sock_ops.rs``); everything else runs here. Whatever way the awaiting
+task ends (result, error, cancellation), no callback the program can see is
+left registered (the native receive keeps a parked registration that
+``remove_reader`` and ``add_reader`` treat as absent).
 """
 
 from __future__ import annotations
