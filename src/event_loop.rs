@@ -438,8 +438,11 @@ impl LoopCore {
 
     // ---- transports ----------------------------------------------------
 
-    /// Registers a transport's persistent handle for `fd`. Unlike
-    /// `add_reader`, re-adding the same handle does not cancel it.
+    /// Registers a native handle (a transport's, a socket waiter's) for
+    /// `fd`, cancelling the one it replaces, as `add_reader` does; re-adding
+    /// the same handle does not cancel it. A registration left stale by an
+    /// fd closed behind the registry's back is replaced, as the new fd is
+    /// live.
     pub(crate) fn watch(
         &self,
         py: Python<'_>,
@@ -526,35 +529,6 @@ impl LoopCore {
     /// Parks the fd's reader (see `FdRegistry`), or makes it active again.
     pub(crate) fn set_reader_parked(&self, py: Python<'_>, fd: RawFd, parked: bool) {
         self.state.with(py, |st| st.fds.set_parked(fd, parked));
-    }
-
-    /// Registers a prebuilt handle as the fd's reader or writer, cancelling
-    /// the one it replaces, as `_add_reader`/`_add_writer` do.
-    pub(crate) fn install_fd_handle(
-        &self,
-        py: Python<'_>,
-        fd: RawFd,
-        direction: Direction,
-        handle: &Py<Handle>,
-    ) -> PyResult<()> {
-        self.check_closed()?;
-        let mut garbage = Vec::new();
-        let result = self.state.with(py, |st| {
-            st.fds.add(
-                &self.poller,
-                fd,
-                direction,
-                handle.clone_ref(py),
-                None,
-                &mut garbage,
-            )
-        });
-        release(garbage);
-        match result {
-            Ok(Some(replaced)) if !replaced.is(handle) => Handle::cancel_base(replaced.bind(py)),
-            Ok(_) => Ok(()),
-            Err(err) => Err(os_error(&err)),
-        }
     }
 
     /// asyncio's `_ensure_fd_no_transport`: a live transport's fd cannot

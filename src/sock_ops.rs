@@ -160,7 +160,7 @@ impl SockWaiter {
             &copy_current_context(py)?,
             lp.as_any(),
         )?;
-        core.install_fd_handle(py, fd, direction, &handle)?;
+        core.watch(py, fd, direction, &handle)?;
         Ok(fut)
     }
 
