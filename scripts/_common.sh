@@ -66,34 +66,34 @@ ensure_venv() {
   echo "$venv"
 }
 
+# apt_install PACKAGE WHAT: installs a Debian package as root, without
+# stdin, refreshing the package lists only if the first try fails (a fresh
+# machine may have none). Not root: says what to run and fails.
+apt_install() {
+  local package="$1" what="$2"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$what missing; run: apt-get install $package" >&2
+    return 1
+  fi
+  log "installing $what (Debian package $package)"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y)
+  timeout 600 "${apt[@]}" install "$package" </dev/null >&2 \
+    || { timeout 300 "${apt[@]}" update </dev/null >&2 \
+         && timeout 600 "${apt[@]}" install "$package" </dev/null >&2; }
+}
+
 # The asyncpg tests start a throwaway PostgreSQL server (initdb + pg_ctl from
 # /usr/lib/postgresql/*/bin). Installs Debian's "postgresql" when missing.
 ensure_postgresql_server() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "PostgreSQL server missing; run: apt-get install postgresql" >&2
-    return 1
-  fi
-  log "installing the PostgreSQL server (Debian package postgresql)"
-  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y)
-  timeout 600 "${apt[@]}" install postgresql </dev/null >&2 \
-    || { timeout 300 "${apt[@]}" update </dev/null >&2 \
-         && timeout 600 "${apt[@]}" install postgresql </dev/null >&2; }
+  apt_install postgresql "the PostgreSQL server"
 }
 
 # tests/test_trace.py opens the trace HTML in a real headless browser.
 # Installs Debian's "chromium" when missing.
 ensure_chromium() {
   command -v chromium >/dev/null && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "chromium missing; run: apt-get install chromium" >&2
-    return 1
-  fi
-  log "installing chromium (Debian package) for the trace test"
-  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y)
-  timeout 600 "${apt[@]}" install chromium </dev/null >&2 \
-    || { timeout 300 "${apt[@]}" update </dev/null >&2 \
-         && timeout 600 "${apt[@]}" install chromium </dev/null >&2; }
+  apt_install chromium "chromium, for the trace test"
 }
 
 # Builds ferroloop into the venv (editable). $2: "release" or "debug".
