@@ -150,14 +150,10 @@ impl LoopCore {
         let this = slf.get();
         let debug = this.debug();
         let backlog = this.state.with(slf.py(), |st| st.ready.len() >= BACKLOG);
-        let handle = Py::new(
+        Handle::into_object(
             slf.py(),
             Self::new_handle(slf, callback, args, context, !debug, backlog)?,
-        )?;
-        if !debug {
-            Handle::untrack(handle.bind(slf.py()).as_any());
-        }
-        Ok(handle)
+        )
     }
 
     fn push_ready(&self, py: Python<'_>, handle: &Py<Handle>) {
@@ -191,9 +187,6 @@ impl LoopCore {
         let debug = this.debug();
         let base = Self::new_handle(slf, callback, args, context, !debug, true)?;
         let timer = TimerHandle::create(py, when, base)?;
-        if !debug {
-            Handle::untrack(timer.bind(py).as_any());
-        }
         timer.get().set_scheduled(true);
         let queued = timer.clone_ref(py);
         this.state.with(py, |st| st.timers.push(queued, when));
@@ -624,7 +617,7 @@ impl LoopCore {
         let raw = Self::raw_fd(fileobj)?;
         this.check_closed()?;
         let fd = Self::fd_to_register(&raw)?;
-        let handle: Py<Handle> = Py::new(
+        let handle = Handle::into_object(
             py,
             Self::new_handle(slf, callback, args, None, false, false)?,
         )?;
@@ -816,7 +809,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Py::new(
+        Handle::into_object(
             slf.py(),
             Self::new_handle(slf, callback, args, None, false, false)?,
         )

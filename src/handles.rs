@@ -79,7 +79,7 @@ pub struct Handle {
     /// a slow-callback report can still name the callback.
     repr: GilCell<Option<Py<PyAny>>>,
     /// Made by call_soon/call_later & co: runs at most once. Such handles
-    /// are kept out of the cyclic garbage collector (see `untrack`).
+    /// are kept out of the cyclic garbage collector (see `into_object`).
     one_shot: bool,
     /// `context` is a copy this handle made and took out of the collector.
     context_untracked: bool,
@@ -133,7 +133,7 @@ impl Handle {
                 let copy = copy_current_context(py)?;
                 // The copy is this handle's alone. A handle that will wait
                 // long (a timer, a backlog of callbacks) takes it out of
-                // the collector's sight like itself (see `untrack`), and
+                // the collector's sight like itself (see `into_object`), and
                 // tracks it again before releasing it (see `Drop`).
                 let untrack = one_shot && untrack_context;
                 if untrack {
@@ -162,15 +162,41 @@ impl Handle {
         })
     }
 
-    /// Takes a one-shot handle out of the cyclic garbage collector.
+    /// Makes a Python object of `handle`, visible to the cyclic garbage
+    /// collector only if it must be.
     ///
-    /// The loop makes one per call_soon, task step and timer; with the
-    /// collector tracking each, a backlog of queued callbacks (a thread
-    /// feeding call_soon_threadsafe) made collections rescan them all,
+    /// The loop makes a one-shot handle per call_soon, task step and timer;
+    /// with the collector tracking each, a backlog of queued callbacks (a
+    /// thread feeding call_soon_threadsafe) made collections rescan them all,
     /// costing more than the callbacks. Cycles through such a handle are
     /// broken by hand instead: its callback is dropped once it has run
-    /// (`release_after_run`), when it is cancelled, and when the loop
-    /// closes with it still pending.
+    /// (`release_after_run`), when it is cancelled, and when the loop closes
+    /// with it still pending. Persistent handles (fd callbacks, transports,
+    /// signal handlers) and debug-mode handles stay collectable.
+    pub(crate) fn into_object(py: Python<'_>, handle: Handle) -> PyResult<Py<Handle>> {
+        let collectable = !handle.one_shot;
+        let obj = Py::new(py, handle)?;
+        Self::settle_tracking(obj.bind(py).as_any(), collectable);
+        Ok(obj)
+    }
+
+    /// Tracks or untracks a new handle object. Handles are born untracked
+    /// when `handle_alloc` made them, tracked otherwise.
+    fn settle_tracking(obj: &Bound<'_, PyAny>, collectable: bool) {
+        // SAFETY: a live object of a GC type, GIL held; each call is made
+        // only in the state that allows it.
+        unsafe {
+            let tracked = ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 1;
+            if collectable && !tracked {
+                ffi::PyObject_GC_Track(obj.as_ptr().cast());
+            } else if !collectable && tracked {
+                ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+            }
+        }
+    }
+
+    /// Takes an object this handle owns alone (its context copy) out of the
+    /// collector's sight.
     pub(crate) fn untrack(handle: &Bound<'_, PyAny>) {
         // SAFETY: a live object of a GC-enabled type, GIL held; untracking
         // a tracked object is always allowed.
@@ -206,7 +232,7 @@ impl Handle {
         context: &Bound<'_, PyAny>,
         loop_: &Bound<'_, PyAny>,
     ) -> PyResult<Py<Handle>> {
-        Py::new(
+        Self::into_object(
             py,
             Handle {
                 callback: GilCell::new(Some(Callback::Native {
@@ -428,12 +454,16 @@ pub struct TimerHandle {
 }
 
 impl TimerHandle {
+    /// A timer over `base`, collectable as `Handle::into_object` decides.
     pub(crate) fn create(py: Python<'_>, when: f64, base: Handle) -> PyResult<Py<TimerHandle>> {
+        let collectable = !base.one_shot;
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle {
             when,
             scheduled: AtomicBool::new(false),
         });
-        Py::new(py, init)
+        let obj = Py::new(py, init)?;
+        Handle::settle_tracking(obj.bind(py).as_any(), collectable);
+        Ok(obj)
     }
 
     pub(crate) fn deadline(&self) -> f64 {

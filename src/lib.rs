@@ -9,6 +9,7 @@ mod errors;
 mod event_loop;
 mod fd_registry;
 mod gil_cell;
+mod handle_alloc;
 mod handles;
 mod loop_stats;
 mod py_bytes;
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    handle_alloc::install(m.py());
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<sock_ops::SockWaiter>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

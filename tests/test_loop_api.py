@@ -348,6 +348,50 @@ def test_handles_and_timer_handles_are_weak_referenceable(loop):
     timer.cancel()
 
 
+def test_pending_ferroloop_handles_do_not_bring_collections_forward(loop_factory):
+    # One-shot handles are never tracked by the cycle collector, so they must
+    # not count towards its next run either: with thousands of timers
+    # pending (tasks sleeping) each extra count is a rescan of every task.
+    # What is left per call is the context copy each handle owns.
+    if loop_factory.name != "ferroloop":
+        pytest.skip("a property of ferroloop's handles; asyncio's count")
+    loop = loop_factory()
+    kept = []
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for _ in range(500):
+            kept.append(loop.call_later(10, noop))
+            kept.append(loop.call_soon(noop))
+        per_handle = (gc.get_count()[0] - before) / len(kept)
+    finally:
+        gc.enable()
+        loop.close()
+    assert per_handle < 1.1, per_handle
+    assert not any(gc.is_tracked(h) for h in kept)
+
+
+def test_an_abandoned_transport_with_reading_paused_is_collected(loop):
+    # A transport and its native reader/writer handles refer to each other;
+    # the collector must see that cycle once nothing else holds it.
+    a, b = socket.socketpair()
+    try:
+        async def open_and_drop():
+            transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+            transport.pause_reading()
+            return weakref.ref(transport)
+
+        ref = loop.run_until_complete(open_and_drop())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()
+
+
 @pytest.mark.skipif(PY_VERSION < (3, 12), reason="Handle.get_context() is 3.12+")
 def test_handle_get_context_returns_the_callback_context(loop):
     ctx = contextvars.copy_context()
@@ -754,6 +798,56 @@ def test_run_forever_can_be_stopped_and_restarted(loop):
         loop.run_forever()
         assert not loop.is_running()
     assert seen == [True, True, True]
+
+
+def test_call_soon_put_on_the_loop_instance_is_used_and_kept(loop):
+    # Tasks find call_soon on the loop; ferroloop keeps a bound method on the
+    # instance while it runs. A program's own instance attribute, set before
+    # or during the run, must win and must survive the run.
+    seen = []
+
+    def counting(original):
+        def call_soon(callback, *args, context=None):
+            seen.append(callback)
+            return original(callback, *args, context=context)
+
+        return call_soon
+
+    before = counting(loop.call_soon)
+    loop.call_soon = before
+
+    async def main():
+        await asyncio.sleep(0)
+        assert loop.call_soon is before
+        count = len(seen)
+        loop.call_soon = during = counting(type(loop).call_soon.__get__(loop))
+        await asyncio.sleep(0)
+        assert len(seen) > count
+        return during
+
+    during = loop.run_until_complete(main())
+    assert seen, "the task never scheduled through the instance's call_soon"
+    assert loop.call_soon is during
+    del loop.call_soon
+    loop.run_until_complete(asyncio.sleep(0))
+    assert "call_soon" not in vars(loop)
+
+
+def test_a_closed_loop_is_freed_without_the_cycle_collector(loop_factory):
+    loop = loop_factory()
+
+    async def main():
+        await asyncio.create_task(asyncio.sleep(0))
+
+    loop.run_until_complete(main())
+    loop.close()
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 def test_close_is_idempotent_and_closed_loop_rejects_scheduling(loop, stdlib_loop):

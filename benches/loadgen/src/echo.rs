@@ -106,7 +106,10 @@ impl Conn {
                 if self.echo != self.message {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("connection {}: echo differs from message {}", self.index, self.messages),
+                        format!(
+                            "connection {}: echo differs from message {}",
+                            self.index, self.messages
+                        ),
                     ));
                 }
                 self.messages += 1;
@@ -145,7 +148,13 @@ pub fn run(args: &Args) -> io::Result<()> {
         conn.start_message();
         if conn.write_some()? {
             conn.want_write = true;
-            epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, true)?;
+            epoll_ctl(
+                epfd,
+                libc::EPOLL_CTL_MOD,
+                conn.stream.as_raw_fd(),
+                conn.index,
+                true,
+            )?;
         }
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
@@ -162,7 +171,13 @@ pub fn run(args: &Args) -> io::Result<()> {
             let conn = &mut conns[ev.u64 as usize];
             if ev.events & libc::EPOLLOUT as u32 != 0 && conn.want_write && !conn.write_some()? {
                 conn.want_write = false;
-                epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, false)?;
+                epoll_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_MOD,
+                    conn.stream.as_raw_fd(),
+                    conn.index,
+                    false,
+                )?;
             }
             if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 if let Some(latency) = conn.read_some()? {
@@ -173,7 +188,13 @@ pub fn run(args: &Args) -> io::Result<()> {
                     let pending = conn.write_some()?;
                     if pending != conn.want_write {
                         conn.want_write = pending;
-                        epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.stream.as_raw_fd(), conn.index, pending)?;
+                        epoll_ctl(
+                            epfd,
+                            libc::EPOLL_CTL_MOD,
+                            conn.stream.as_raw_fd(),
+                            conn.index,
+                            pending,
+                        )?;
                     }
                 }
             }

@@ -19,13 +19,17 @@ fn read_response(stream: &mut dyn Stream, buf: &mut Vec<u8>) -> io::Result<usize
             let head = std::str::from_utf8(&buf[..end])
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 headers"))?;
             if !head.starts_with("HTTP/1.1 200") {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad status: {head}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status: {head}"),
+                ));
             }
             let length = head
                 .lines()
                 .find_map(|l| {
                     let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
                 })
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no content-length"))?;
             let total = end + 4 + length;
@@ -51,13 +55,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 pub fn run(args: &Args) -> io::Result<()> {
-    let host = args.addr.strip_prefix("unix:").map(|_| "localhost").unwrap_or(&args.addr).to_string();
+    let host = args
+        .addr
+        .strip_prefix("unix:")
+        .map(|_| "localhost")
+        .unwrap_or(&args.addr)
+        .to_string();
     let request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\n\r\n", args.path).into_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(args.conns + 1));
     let workers: Vec<_> = (0..args.conns)
         .map(|_| {
-            let (addr, stop, start, request) = (args.addr.clone(), stop.clone(), start.clone(), request.clone());
+            let (addr, stop, start, request) = (
+                args.addr.clone(),
+                stop.clone(),
+                start.clone(),
+                request.clone(),
+            );
             thread::spawn(move || -> io::Result<u64> {
                 let mut stream = connect(&addr)?;
                 let mut buf = Vec::with_capacity(4096);
@@ -79,7 +93,9 @@ pub fn run(args: &Args) -> io::Result<()> {
     let elapsed = began.elapsed().as_secs_f64();
     let mut total = 0;
     for worker in workers {
-        total += worker.join().map_err(|_| io::Error::other("a client thread panicked"))??;
+        total += worker
+            .join()
+            .map_err(|_| io::Error::other("a client thread panicked"))??;
     }
     println!(
         "{{\"requests\": {total}, \"seconds\": {elapsed:.3}, \"requests_per_sec\": {:.1}}}",
