@@ -550,6 +550,48 @@ def test_call_soon_threadsafe_from_many_threads_keeps_per_thread_order(loop):
         assert [i for t, i in received if t == tid] == list(range(per_thread))
 
 
+def test_a_thread_flooding_call_soon_threadsafe_lets_the_loop_keep_up(loop_factory):
+    # A producer thread would otherwise keep the GIL for a whole switch
+    # interval, queueing callbacks (and their memory) faster than the loop
+    # can run them; ferroloop hands the GIL over every 2048 queued
+    # callbacks. A long switch interval makes the difference plain.
+    if loop_factory.name != "ferroloop":
+        pytest.skip("reads ferroloop's ready-queue length")
+    loop = loop_factory()
+    total = 100_000
+    backlog = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    try:
+        async def main():
+            done = loop.create_future()
+            ran = 0
+
+            def callback():
+                nonlocal ran
+                ran += 1
+                if ran % 64 == 0:
+                    backlog.append(loop._native_counts()[0])
+                if ran == total:
+                    done.set_result(None)
+
+            def produce():
+                for _ in range(total):
+                    loop.call_soon_threadsafe(callback)
+
+            thread = threading.Thread(target=produce)
+            thread.start()
+            await asyncio.wait_for(done, SAFETY_TIMEOUT)
+            thread.join()
+
+        loop.run_until_complete(main())
+    finally:
+        sys.setswitchinterval(interval)
+        loop.close()
+    assert len(backlog) == total // 64
+    assert max(backlog) < 8 * 2048, max(backlog)
+
+
 def test_call_soon_threadsafe_returns_a_cancellable_handle(loop):
     ran = []
     handle = loop.call_soon_threadsafe(ran.append, "cancelled")
