@@ -20,17 +20,22 @@ use crate::py_helpers;
 /// (a transport, a server), without building Python arguments.
 pub(crate) type NativeFn = fn(&Bound<'_, PyAny>) -> PyResult<()>;
 
+/// A native callback and the Python-visible method of its target that does
+/// the same work; the name stands in for the callback in reprs and error
+/// messages. Kept in a static so a handle holds one pointer to it.
+pub(crate) struct NativeSpec {
+    pub(crate) call: NativeFn,
+    pub(crate) name: &'static str,
+}
+
 enum Callback {
     Python {
         func: Py<PyAny>,
         args: Py<PyTuple>,
     },
-    /// `name` is the Python-visible method of `target` that does the same
-    /// work; it stands in for the callback in reprs and error messages.
     Native {
         target: Py<PyAny>,
-        call: NativeFn,
-        name: &'static str,
+        spec: &'static NativeSpec,
     },
 }
 
@@ -41,10 +46,9 @@ impl Callback {
                 func: func.clone_ref(py),
                 args: args.clone_ref(py),
             },
-            Callback::Native { target, call, name } => Callback::Native {
+            Callback::Native { target, spec } => Callback::Native {
                 target: target.clone_ref(py),
-                call: *call,
-                name,
+                spec,
             },
         }
     }
@@ -57,8 +61,8 @@ impl Callback {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         match self {
             Callback::Python { func, args } => Ok((func.bind(py).clone(), args.bind(py).clone())),
-            Callback::Native { target, name, .. } => {
-                Ok((target.bind(py).getattr(*name)?, PyTuple::empty(py)))
+            Callback::Native { target, spec } => {
+                Ok((target.bind(py).getattr(spec.name)?, PyTuple::empty(py)))
             }
         }
     }
@@ -74,15 +78,23 @@ pub struct Handle {
     context: Py<PyAny>,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
-    source_traceback: Option<Py<PyAny>>,
-    /// In debug mode the repr is frozen at cancel time, as asyncio does, so
-    /// a slow-callback report can still name the callback.
-    repr: GilCell<Option<Py<PyAny>>>,
+    /// Set only in debug mode; boxed so other handles pay one pointer.
+    debug_info: GilCell<Option<Box<DebugInfo>>>,
     /// Made by call_soon/call_later & co: runs at most once. Such handles
     /// are kept out of the cyclic garbage collector (see `into_object`).
     one_shot: bool,
     /// `context` is a copy this handle made and took out of the collector.
     context_untracked: bool,
+}
+
+/// What debug mode keeps about a handle.
+#[derive(Default)]
+struct DebugInfo {
+    /// Where the handle was made (asyncio's `_source_traceback`).
+    source_traceback: Option<Py<PyAny>>,
+    /// The repr frozen at cancel time, as asyncio does, so a slow-callback
+    /// report can still name the callback.
+    repr: Option<Py<PyAny>>,
 }
 
 impl Drop for Handle {
@@ -142,8 +154,11 @@ impl Handle {
                 (copy, untrack)
             }
         };
-        let source_traceback = if debug {
-            Some(py_helpers::source_traceback(py)?)
+        let debug_info = if debug {
+            Some(Box::new(DebugInfo {
+                source_traceback: Some(py_helpers::source_traceback(py)?),
+                repr: None,
+            }))
         } else {
             None
         };
@@ -155,8 +170,7 @@ impl Handle {
             context: context.unbind(),
             loop_: loop_.clone().unbind(),
             cancelled: AtomicBool::new(false),
-            source_traceback,
-            repr: GilCell::new(None),
+            debug_info: GilCell::new(debug_info),
             one_shot,
             context_untracked,
         })
@@ -227,8 +241,7 @@ impl Handle {
     pub(crate) fn native(
         py: Python<'_>,
         target: &Bound<'_, PyAny>,
-        call: NativeFn,
-        name: &'static str,
+        spec: &'static NativeSpec,
         context: &Bound<'_, PyAny>,
         loop_: &Bound<'_, PyAny>,
     ) -> PyResult<Py<Handle>> {
@@ -237,14 +250,12 @@ impl Handle {
             Handle {
                 callback: GilCell::new(Some(Callback::Native {
                     target: target.clone().unbind(),
-                    call,
-                    name,
+                    spec,
                 })),
                 context: context.clone().unbind(),
                 loop_: loop_.clone().unbind(),
                 cancelled: AtomicBool::new(false),
-                source_traceback: None,
-                repr: GilCell::new(None),
+                debug_info: GilCell::new(None),
                 one_shot: false,
                 context_untracked: false,
             },
@@ -263,6 +274,20 @@ impl Handle {
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Relaxed)
+    }
+
+    fn source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.debug_info.with(py, |info| {
+            info.as_ref()
+                .and_then(|i| i.source_traceback.as_ref().map(|t| t.clone_ref(py)))
+        })
+    }
+
+    fn frozen_repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.debug_info.with(py, |info| {
+            info.as_ref()
+                .and_then(|i| i.repr.as_ref().map(|r| r.clone_ref(py)))
+        })
     }
 
     fn callback(&self, py: Python<'_>) -> Option<Callback> {
@@ -285,7 +310,10 @@ impl Handle {
         }
         if loop_debug(this.loop_.bind(py)) {
             let repr = slf.repr()?.into_any().unbind();
-            drop(this.repr.replace(py, Some(repr)));
+            let old = this.debug_info.with(py, |info| {
+                info.get_or_insert_with(Box::default).repr.replace(repr)
+            });
+            drop(old);
         }
         // Dropped here, outside the cell: may run arbitrary finalizers.
         drop(this.callback.take(py));
@@ -308,11 +336,11 @@ impl Handle {
                 }
             }
             Some(native @ Callback::Native { .. }) => {
-                let Callback::Native { target, call, .. } = &native else {
+                let Callback::Native { target, spec } = &native else {
                     return Ok(());
                 };
                 let context = this.context.bind(py);
-                let outcome = crate::call::in_context(py, context, || call(target.bind(py)));
+                let outcome = crate::call::in_context(py, context, || (spec.call)(target.bind(py)));
                 match outcome {
                     Ok(()) => Ok(()),
                     Err(err) => {
@@ -342,7 +370,7 @@ impl Handle {
         let exc = err.into_value(py).into_bound(py).into_any();
         context.set_item("exception", &exc)?;
         context.set_item("handle", slf)?;
-        if let Some(tb) = &this.source_traceback {
+        if let Some(tb) = this.source_traceback(py) {
             if tb.bind(py).is_truthy()? {
                 context.set_item("source_traceback", tb)?;
             }
@@ -399,21 +427,17 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+        self.source_traceback(py)
     }
 
     #[getter]
     fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.repr.with(py, |r| r.as_ref().map(|r| r.clone_ref(py)))
+        self.frozen_repr(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if let Some(frozen) = slf
-            .get()
-            .repr
-            .with(py, |r| r.as_ref().map(|r| r.clone_ref(py)))
-        {
+        if let Some(frozen) = slf.get().frozen_repr(py) {
             return Ok(frozen);
         }
         Ok(py_helpers::handle_repr_fn(py)?.call1((slf,))?.unbind())
@@ -422,7 +446,15 @@ impl Handle {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.context)?;
         visit.call(&self.loop_)?;
-        visit.call(&self.source_traceback)?;
+        self.debug_info
+            .try_with(|info| match info {
+                Some(info) => {
+                    visit.call(&info.source_traceback)?;
+                    visit.call(&info.repr)
+                }
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))?;
         self.callback
             .try_with(|cb| match cb {
                 Some(Callback::Python { func, args }) => {

@@ -28,9 +28,15 @@ use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
-use crate::handles::Handle;
+use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::recv_new_bytes;
 use crate::sys::net;
+
+/// The waiter's fd callback; `_ready` is its Python-visible twin.
+static ON_READY: NativeSpec = NativeSpec {
+    call: SockWaiter::on_ready,
+    name: "_ready",
+};
 
 #[derive(Default)]
 enum Op {
@@ -155,8 +161,7 @@ impl SockWaiter {
         let handle = Handle::native(
             py,
             waiter.as_any(),
-            Self::on_ready,
-            "_ready",
+            &ON_READY,
             &copy_current_context(py)?,
             lp.as_any(),
         )?;

@@ -28,10 +28,21 @@ use crate::errors::os_error;
 use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
-use crate::handles::Handle;
+use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::{recv_new_bytes, ByteView};
 use crate::sys::net;
 use crate::write_buffer::WriteBuffer;
+
+/// The transport's fd callbacks, and the Python-visible methods that do the
+/// same work (named in reprs and error reports).
+static ON_READABLE: NativeSpec = NativeSpec {
+    call: StreamTransport::on_readable,
+    name: "_read_ready",
+};
+static ON_WRITABLE: NativeSpec = NativeSpec {
+    call: StreamTransport::on_writable,
+    name: "_write_ready",
+};
 
 /// Largest read handed to `data_received` (asyncio's `max_size`).
 const MAX_READ: usize = 256 * 1024;
@@ -706,22 +717,8 @@ impl StreamTransport {
         // Callbacks run in the context current when the transport was made,
         // as asyncio's reader handles copy it when they are registered.
         let context = copy_current_context(py)?;
-        let read = Handle::native(
-            py,
-            bound.as_any(),
-            Self::on_readable,
-            "_read_ready",
-            &context,
-            loop_,
-        )?;
-        let write = Handle::native(
-            py,
-            bound.as_any(),
-            Self::on_writable,
-            "_write_ready",
-            &context,
-            loop_,
-        )?;
+        let read = Handle::native(py, bound.as_any(), &ON_READABLE, &context, loop_)?;
+        let write = Handle::native(py, bound.as_any(), &ON_WRITABLE, &context, loop_)?;
         bound
             .get()
             .state
