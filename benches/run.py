@@ -46,7 +46,7 @@ MICRO = ["call_soon", "call_later", "tasks", "futures", "call_soon_threadsafe",
 ECHO_STYLES = ["sock", "streams", "protocol", "buffered"]
 ECHO_SIZES = [1024, 10240, 102400]
 ECHO_CONNS = [10, 100]
-HTTP_STYLES = ["protocol", "aiohttp"]  # uvicorn: see http_server.py (40 ms stalls on asyncio too)
+HTTP_STYLES = ["protocol", "aiohttp", "uvicorn"]
 BUSY_LIMIT = 0.15
 
 
