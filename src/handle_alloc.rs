@@ -79,6 +79,12 @@ const PRE_HEADER_FLAGS: std::ffi::c_ulong = (1 << 3) | (1 << 4);
 /// Installs the slots on both classes; called once from module init, before
 /// any instance exists.
 pub(crate) fn install(py: Python<'_>) {
+    // A free-threaded build keeps the collector's state inside the object
+    // header, not in a `PyGC_Head` in front of it: the layout above does
+    // not apply there.
+    if cfg!(Py_GIL_DISABLED) {
+        return;
+    }
     for (tp, slot) in [
         (Handle::type_object_raw(py), &HANDLE_TYPE),
         (TimerHandle::type_object_raw(py), &TIMER_TYPE),
