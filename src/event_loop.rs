@@ -412,7 +412,13 @@ impl LoopCore {
         let this = slf.get();
         let ntodo = this.state.with(py, |st| st.ready.len());
         for _ in 0..ntodo {
-            let Some(handle) = this.state.with(py, |st| st.ready.pop_front()) else {
+            let Some(handle) = this.state.with(py, |st| {
+                let handle = st.ready.pop_front();
+                if let Some(next) = st.ready.front() {
+                    crate::prefetch::object(next.as_ptr());
+                }
+                handle
+            }) else {
                 break;
             };
             let handle = handle.into_bound(py);

@@ -12,6 +12,7 @@ mod gil_cell;
 mod handle_alloc;
 mod handles;
 mod loop_stats;
+mod prefetch;
 mod py_bytes;
 mod py_helpers;
 mod sock_ops;

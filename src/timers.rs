@@ -24,6 +24,13 @@ impl Entry {
     fn is_cancelled(&self, py: Python<'_>) -> bool {
         self.handle.bind(py).as_super().get().is_cancelled()
     }
+
+    /// See `prefetch`: the next timer's handle is read right after the
+    /// heap has been reordered.
+    #[inline]
+    fn prefetch(&self) {
+        crate::prefetch::object(self.handle.as_ptr());
+    }
 }
 
 impl PartialEq for Entry {
@@ -98,6 +105,9 @@ impl TimerHeap {
                 break;
             }
             if let Some(entry) = self.heap.pop() {
+                if let Some(next) = self.heap.peek() {
+                    next.prefetch();
+                }
                 entry.handle.get().set_scheduled(false);
                 self.cancelled = self.cancelled.saturating_sub(1);
                 garbage.push(entry.handle);
@@ -115,6 +125,9 @@ impl TimerHeap {
             return None;
         }
         let entry = self.heap.pop()?;
+        if let Some(next) = self.heap.peek() {
+            next.prefetch();
+        }
         entry.handle.get().set_scheduled(false);
         Some(entry.handle)
     }
