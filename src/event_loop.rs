@@ -396,6 +396,8 @@ impl LoopCore {
                     st.timers.note_popped_cancelled();
                     garbage.push(timer.unbind());
                 } else {
+                    // Its context is what running it reads first (see prefetch.rs).
+                    timer.as_super().get().prefetch_context();
                     st.stats
                         .note_timer_lag(end_time - self.clock_resolution - timer.get().deadline());
                     st.ready.push_back(timer.into_super().unbind());
@@ -412,10 +414,15 @@ impl LoopCore {
         let this = slf.get();
         let ntodo = this.state.with(py, |st| st.ready.len());
         for _ in 0..ntodo {
+            // Two steps ahead: the handle after next, and the context of the
+            // next one (whose object the previous turn asked for already).
             let Some(handle) = this.state.with(py, |st| {
                 let handle = st.ready.pop_front();
                 if let Some(next) = st.ready.front() {
-                    crate::prefetch::object(next.as_ptr());
+                    next.get().prefetch_context();
+                }
+                if let Some(after) = st.ready.get(1) {
+                    crate::prefetch::object(after.as_ptr());
                 }
                 handle
             }) else {

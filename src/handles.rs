@@ -276,6 +276,13 @@ impl Handle {
         self.cancelled.load(Relaxed)
     }
 
+    /// Starts loading this handle's context object, the first thing `run`
+    /// reads through a pointer (see `prefetch`).
+    #[inline]
+    pub(crate) fn prefetch_context(&self) {
+        crate::prefetch::object(self.context.as_ptr());
+    }
+
     fn source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.debug_info.with(py, |info| {
             info.as_ref()
