@@ -38,6 +38,12 @@ fn is_ours(tp: *mut ffi::PyTypeObject) -> bool {
     !tp.is_null() && (tp == HANDLE_TYPE.load(Relaxed) || tp == TIMER_TYPE.load(Relaxed))
 }
 
+/// True if `obj` was made by `alloc` above, and so was born untracked.
+#[inline]
+pub(crate) fn born_untracked(obj: &Bound<'_, PyAny>) -> bool {
+    is_ours(obj.get_type_ptr())
+}
+
 unsafe extern "C" fn alloc(
     tp: *mut ffi::PyTypeObject,
     nitems: ffi::Py_ssize_t,

@@ -197,6 +197,11 @@ impl Handle {
     /// Tracks or untracks a new handle object. Handles are born untracked
     /// when `handle_alloc` made them, tracked otherwise.
     fn settle_tracking(obj: &Bound<'_, PyAny>, collectable: bool) {
+        // The common case, a one-shot handle from our allocator, needs no
+        // call into CPython at all.
+        if !collectable && crate::handle_alloc::born_untracked(obj) {
+            return;
+        }
         // SAFETY: a live object of a GC type, GIL held; each call is made
         // only in the state that allows it.
         unsafe {
