@@ -64,6 +64,46 @@ fn call_foreign_context(
         .map_err(|e| reraised(py, e))
 }
 
+/// The argument vector of a vectorcall, on the stack for the usual few
+/// arguments (protocol callbacks take at most two).
+enum ArgPointers {
+    Few([*mut ffi::PyObject; 4], usize),
+    Many(Vec<*mut ffi::PyObject>),
+}
+
+impl ArgPointers {
+    fn new(first: Option<&Bound<'_, PyAny>>, args: &[&Bound<'_, PyAny>]) -> Self {
+        let all = first
+            .into_iter()
+            .chain(args.iter().copied())
+            .map(|a| a.as_ptr());
+        let count = usize::from(first.is_some()) + args.len();
+        if count <= 4 {
+            let mut few = [std::ptr::null_mut(); 4];
+            for (slot, ptr) in few.iter_mut().zip(all) {
+                *slot = ptr;
+            }
+            ArgPointers::Few(few, count)
+        } else {
+            ArgPointers::Many(all.collect())
+        }
+    }
+
+    fn as_ptr(&self) -> *const *mut ffi::PyObject {
+        match self {
+            ArgPointers::Few(few, _) => few.as_ptr(),
+            ArgPointers::Many(many) => many.as_ptr(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ArgPointers::Few(_, count) => *count,
+            ArgPointers::Many(many) => many.len(),
+        }
+    }
+}
+
 /// `func(*args)` for callbacks into user code (protocols), with errors taken
 /// by [`take_raised`].
 pub fn call<'py>(
@@ -71,7 +111,7 @@ pub fn call<'py>(
     func: &Bound<'py, PyAny>,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.as_ptr()).collect();
+    let ptrs = ArgPointers::new(None, args);
     // SAFETY: every pointer is borrowed from a live Bound for the call.
     unsafe {
         let result = ffi::PyObject_Vectorcall(
@@ -88,15 +128,29 @@ pub fn call<'py>(
     }
 }
 
-/// `obj.name(*args)`, as [`call`].
+/// `obj.name(*args)`, as [`call`], without making a bound method.
 pub fn call_method<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, pyo3::types::PyString>,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let method = obj.getattr(name).map_err(|e| reraised(py, e))?;
-    call(py, &method, args)
+    let ptrs = ArgPointers::new(Some(obj), args);
+    // SAFETY: every pointer is borrowed from a live Bound for the call; the
+    // first is the object the method is looked up on.
+    unsafe {
+        let result = ffi::PyObject_VectorcallMethod(
+            name.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            std::ptr::null_mut(),
+        );
+        if result.is_null() {
+            Err(take_raised(py))
+        } else {
+            Ok(Bound::from_owned_ptr(py, result))
+        }
+    }
 }
 
 /// Routes an error PyO3 produced through [`take_raised`], so a

@@ -19,6 +19,7 @@ mod sock_ops;
 mod stream_transport;
 mod sys;
 mod timers;
+mod tls_pump;
 mod write_buffer;
 
 use pyo3::prelude::*;
@@ -38,6 +39,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     handle_alloc::install(m.py());
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<sock_ops::SockWaiter>()?;
+    m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

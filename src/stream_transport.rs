@@ -31,6 +31,7 @@ use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::{recv_new_bytes, ByteView};
 use crate::sys::net;
+use crate::tls_pump::TlsPump;
 use crate::write_buffer::WriteBuffer;
 
 /// The transport's fd callbacks, and the Python-visible methods that do the
@@ -59,6 +60,10 @@ enum Reader {
         get_buffer: Py<PyAny>,
         buffer_updated: Py<PyAny>,
     },
+    /// ferroloop's TLS layer: received straight into its buffer.
+    Tls {
+        pump: Py<TlsPump>,
+    },
 }
 
 impl Reader {
@@ -73,6 +78,9 @@ impl Reader {
             } => Reader::Buffered {
                 get_buffer: get_buffer.clone_ref(py),
                 buffer_updated: buffer_updated.clone_ref(py),
+            },
+            Reader::Tls { pump } => Reader::Tls {
+                pump: pump.clone_ref(py),
             },
         }
     }
@@ -180,7 +188,7 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+    pub(crate) fn wrapper<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
         self.state
             .with(py, |st| st.wrapper.as_ref().map(|w| w.clone_ref(py)))
             .map(|w| w.into_bound(py))
@@ -278,6 +286,40 @@ impl StreamTransport {
                 get_buffer,
                 buffer_updated,
             }) => Self::read_into_buffer(slf, get_buffer.bind(py), buffer_updated.bind(py)),
+            Some(Reader::Tls { pump }) => Self::read_into_tls(slf, pump.bind(py)),
+        }
+    }
+
+    /// `read_into_buffer` for ferroloop's TLS layer, whose buffer is known
+    /// and always lent whole: the same steps without the two Python calls.
+    fn read_into_tls(slf: &Bound<'_, Self>, pump: &Bound<'_, TlsPump>) -> PyResult<()> {
+        let py = slf.py();
+        let pump = pump.get();
+        let (buf, len) = pump.receive_buffer();
+        // SAFETY: the pump keeps its buffer exported, so it is writable for
+        // `len` bytes and cannot move while the pump lives.
+        let received = unsafe { net::recv(slf.get().fd, buf, len) };
+        let nbytes = match received {
+            Ok(0) => return Self::on_eof(slf),
+            Ok(n) => n,
+            Err(err) if net::would_block(&err) => return Ok(()),
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    os_error(&err),
+                    "Fatal read error on socket transport",
+                )
+            }
+        };
+        // recv never returns more than `len`, which fits an isize.
+        let nbytes = isize::try_from(nbytes).unwrap_or(isize::MAX);
+        match pump.buffer_updated(py, nbytes) {
+            Ok(()) => Ok(()),
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            ),
         }
     }
 
@@ -604,9 +646,16 @@ impl StreamTransport {
 
     fn set_protocol_impl(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let reader = if protocol.is_instance(buffered_protocol_type(py)?)? {
-            Reader::Buffered {
-                get_buffer: protocol.getattr(intern!(py, "get_buffer"))?.unbind(),
-                buffer_updated: protocol.getattr(intern!(py, "buffer_updated"))?.unbind(),
+            let get_buffer = protocol.getattr(intern!(py, "get_buffer"))?;
+            let buffer_updated = protocol.getattr(intern!(py, "buffer_updated"))?;
+            match TlsPump::owning(&get_buffer, &buffer_updated) {
+                Some(pump) => Reader::Tls {
+                    pump: pump.unbind(),
+                },
+                None => Reader::Buffered {
+                    get_buffer: get_buffer.unbind(),
+                    buffer_updated: buffer_updated.unbind(),
+                },
             }
         } else {
             Reader::Data {
@@ -747,6 +796,13 @@ impl StreamTransport {
         self.state.with(py, |st| st.protocol_paused)
     }
 
+    /// Reading paused by `pause_reading()` (the selector transport's
+    /// `_paused`, which 3.10's SSL layer reads).
+    #[getter]
+    fn _paused(&self, py: Python<'_>) -> bool {
+        self.state.with(py, |st| st.paused)
+    }
+
     #[getter]
     fn _server(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
@@ -770,7 +826,7 @@ impl StreamTransport {
         Self::on_writable(slf.as_any())
     }
 
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         Self::check_write_data(data)?;
@@ -1075,6 +1131,7 @@ impl StreamTransport {
                         visit.call(get_buffer)?;
                         visit.call(buffer_updated)?;
                     }
+                    Some(Reader::Tls { pump }) => visit.call(pump)?,
                     None => {}
                 }
                 if let Some((read, write)) = &st.handles {

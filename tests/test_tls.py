@@ -2193,3 +2193,217 @@ def test_ssl_arguments_that_are_not_contexts(loop, stdlib_loop):
     # ssl=0 gives a plain transport: the class names differ between loops,
     # but neither is TLS.
     assert "SSL" not in ours_plain[1][0] and "SSL" not in theirs[5][1][0]
+
+
+# ---- the per-record data path -------------------------------------------------------------------
+# From 3.11 ferroloop runs the SSL layer's per-record steps in native code
+# (src/tls_pump.rs) around the stdlib's state machine; these pin what those
+# steps must keep of asyncio's behaviour.
+
+
+class BufferedSink(asyncio.BufferedProtocol):
+    """Lends a small buffer, so one TLS record fills it many times over."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.buffer = bytearray(1000)
+        self.made = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.changed = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.made.set_result(transport)
+
+    def get_buffer(self, sizehint):
+        # A memoryview: the stdlib's SSL layer slices what it is lent, and
+        # a slice of a bytearray would be a copy.
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buffer[:nbytes]
+        self.changed.set()
+
+    def eof_received(self):
+        self.changed.set()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+    async def wait_for_data(self, size):
+        while len(self.data) < size:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), TIMEOUT)
+        return bytes(self.data)
+
+
+def test_a_buffered_protocol_over_tls_gets_every_byte(run, server_ctx, client_ctx):
+    payload = random.Random(5).randbytes(300_000)
+
+    async def main():
+        server, transport, protocol, _ = await tls_pair(
+            server_ctx, client_ctx, client_protocol=BufferedSink
+        )
+        transport.write(payload)
+        assert await protocol.wait_for_data(len(payload)) == payload
+        assert await close_transport(transport, protocol) is None
+        server.close()
+        await server.wait_closed()
+
+    with no_leaks():
+        run(main())
+
+
+def test_writes_of_every_size_and_type_arrive_intact_and_in_order(run, server_ctx, client_ctx):
+    """Writes that fill many records and writes far smaller than one,
+    bytes, bytearray and memoryview, queued back to back without waiting:
+    the echo carries them all back in order."""
+    rng = random.Random(9)
+    sizes = [1, 2, 1000, 16383, 16384, 16385, 70_000, 3, 250_000, 5] * 3
+    chunks = [rng.randbytes(n) for n in sizes]
+
+    async def main():
+        server, transport, protocol, _ = await tls_pair(server_ctx, client_ctx)
+        for i, chunk in enumerate(chunks):
+            kind = (bytes, bytearray, memoryview)[i % 3]
+            transport.write(kind(chunk))
+        expected = b"".join(chunks)
+        assert await protocol.wait_for_data(len(expected)) == expected
+        assert await close_transport(transport, protocol) is None
+        server.close()
+        await server.wait_closed()
+
+    with no_leaks():
+        run(main())
+
+
+def test_tls_write_argument_handling_matches_asyncio(loop, stdlib_loop, server_ctx, client_ctx):
+    def scenario(lp):
+        async def main():
+            server, transport, protocol, _ = await tls_pair(server_ctx, client_ctx)
+            results = []
+            for data in ("text", 42, None, [b"x"]):
+                try:
+                    transport.write(data)
+                except Exception as exc:
+                    results.append(outcome(exc))
+                else:
+                    results.append("accepted")
+            transport.write(b"")
+            transport.write(bytearray())
+            transport.write(memoryview(b""))
+            transport.write(bytearray(b"ab"))
+            transport.write(memoryview(b"cd"))
+            results.append(await protocol.wait_for_data(4))
+            await close_transport(transport, protocol)
+            server.close()
+            await server.wait_closed()
+            return results
+
+        return run_on(lp, main())
+
+    got = scenario(loop)
+    assert got[0] == (TypeError, "data: expecting a bytes-like instance, got str")
+    assert got[-1] == b"abcd"
+    assert got == scenario(stdlib_loop)
+
+
+def test_writes_after_close_are_dropped_and_warned_about_as_asyncio_does(
+    loop, stdlib_loop, server_ctx, client_ctx, caplog
+):
+    def scenario(lp):
+        async def main():
+            server, transport, protocol, sink = await tls_pair(server_ctx, client_ctx, Recorder)
+            transport.write(b"before")
+            transport.close()
+            for _ in range(8):
+                transport.write(b"after")
+            await asyncio.wait_for(protocol.lost, TIMEOUT)
+            received = await sink.wait_for_data(len(b"before"))
+            await asyncio.wait_for(sink.lost, TIMEOUT)
+            sink.transport.close()
+            server.close()
+            await server.wait_closed()
+            return received
+
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            received = run_on(lp, main())
+        warned = sum("SSL connection is closed" in r.getMessage() for r in caplog.records)
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        return received, warned, errors
+
+    got = scenario(loop)
+    assert got[0] == b"before"
+    if PY_VERSION >= (3, 11):  # 3.10's SSL layer drops them silently
+        assert got[1] > 0
+    assert got[2] == []
+    assert got == scenario(stdlib_loop)
+
+
+class CountingSSLObject(ssl.SSLObject):
+    """A context's ``sslobject_class``: the SSL layer must go through it."""
+
+    calls = {"read": 0, "write": 0}
+
+    def read(self, len=1024, buffer=None):
+        CountingSSLObject.calls["read"] += 1
+        return super().read(len, buffer)
+
+    def write(self, data):
+        CountingSSLObject.calls["write"] += 1
+        return super().write(data)
+
+
+def test_a_contexts_sslobject_class_is_used_for_every_record(run, server_ctx, client_ctx):
+    CountingSSLObject.calls.update(read=0, write=0)
+    client_ctx.sslobject_class = CountingSSLObject
+    payload = random.Random(3).randbytes(50_000)
+
+    async def main():
+        server, transport, protocol, _ = await tls_pair(server_ctx, client_ctx)
+        for i in range(0, len(payload), 5000):
+            transport.write(payload[i:i + 5000])
+        assert await protocol.wait_for_data(len(payload)) == payload
+        await close_transport(transport, protocol)
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+    assert CountingSSLObject.calls["write"] >= 10
+    assert CountingSSLObject.calls["read"] >= 1
+
+
+@pytest.mark.skipif(
+    PY_VERSION < (3, 11), reason="3.10's TLS transport keeps its SSL layer for as long as it lives"
+)
+def test_a_closed_tls_connection_is_freed_without_the_cycle_collector(loop, pki, server_ctx):
+    """Closing is enough: nothing keeps the SSL layer (and so the client's
+    context) alive until the collector runs, even while the application
+    holds on to its transport."""
+    import weakref
+
+    client_ctx = ssl.create_default_context(cafile=pki.ca_cert)
+    context_alive = weakref.ref(client_ctx)
+
+    async def main(ctx):
+        server, transport, protocol, _ = await tls_pair(server_ctx, ctx)
+        assert await echo_roundtrip(transport, protocol, b"x" * 5000) == b"x" * 5000
+        assert await close_transport(transport, protocol) is None
+        # A second close lets asyncio's transport drop its SSL layer; the
+        # application keeps its protocol, and the protocol its transport.
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return protocol
+
+    gc.collect()
+    gc.disable()
+    try:
+        protocol = run_on(loop, main(client_ctx))
+        del client_ctx
+        settle(loop)
+        assert protocol.transport is not None
+        assert context_alive() is None
+    finally:
+        gc.enable()

@@ -172,6 +172,12 @@ class SocketTransport(transports.Transport):
         return self._core._protocol_paused
 
     @property
+    def _paused(self):
+        # Reading paused by pause_reading(): 3.10's SSL layer reads the
+        # selector transport's attribute of this name.
+        return self._core._paused
+
+    @property
     def _protocol(self):
         return self._core.get_protocol()
 
