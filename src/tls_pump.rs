@@ -12,11 +12,20 @@
 //! protocol that lends its own buffer, a flow-control switch, writes after
 //! the close) is handed to the stdlib method written for it.
 //!
-//! One difference in how, not in what: the plaintext loop stops once
-//! neither the incoming BIO nor the TLS object holds a byte, where the
-//! stdlib reads on until OpenSSL raises `SSLWantReadError`. Without input
-//! that read can do nothing else, and building the exception took a sixth
-//! of a TLS echo's time.
+//! Two differences in how, not in what:
+//! * With the stdlib's own `ssl.SSLObject`, the plaintext loop stops once
+//!   neither the incoming BIO nor the TLS object holds a byte, where the
+//!   stdlib reads on until OpenSSL raises `SSLWantReadError`. Python never
+//!   turns on OpenSSL's read-ahead, so every unprocessed record (data,
+//!   alerts, post-handshake messages) is still in the BIO and a partial one
+//!   needs more input; the read skipped could only have raised, and
+//!   building that exception took a sixth of a TLS echo's time. A context's
+//!   own `sslobject_class` may keep plaintext the TLS object does not count,
+//!   so with one the loop reads until the error, as the stdlib does.
+//! * The buffer sizes are computed here, and `_control_app_writing` /
+//!   `_control_ssl_reading` are called only when they have something to
+//!   switch. The subclass is ferroloop's own and never handed out to be
+//!   subclassed, so no override of those methods is skipped.
 
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::gc::PyVisit;
@@ -79,7 +88,15 @@ struct TlsObject {
     outer: Py<PyAny>,
     read: Py<PyAny>,
     write: Py<PyAny>,
-    pending: Py<PyAny>,
+    /// Set only when reading may stop once nothing is pending (see the
+    /// module docs): for the stdlib's own `SSLObject`.
+    pending: Option<Py<PyAny>>,
+}
+
+struct TlsCalls<'py> {
+    read: Bound<'py, PyAny>,
+    write: Bound<'py, PyAny>,
+    pending: Option<Bound<'py, PyAny>>,
 }
 
 /// The native data path of one `SSLProtocol`; see the module docs.
@@ -89,6 +106,9 @@ pub struct TlsPump {
     /// dict, and asyncio's tests require a closed TLS connection to be
     /// freed by reference counting alone, without the cycle collector.
     proto: Py<PyWeakrefReference>,
+    /// The application's transport, weakly (it holds this object's
+    /// `app_write` as its `write`).
+    app_transport: Py<PyWeakrefReference>,
     tls: GilCell<Option<TlsObject>>,
     /// The native half of the socket transport last written to, if that
     /// transport's `write` is the native one.
@@ -204,7 +224,8 @@ impl TlsPump {
             let pump = bound.getattr(intern!(py, "__self__")).ok()?;
             named.then(|| pump.cast_into::<TlsPump>().ok()).flatten()
         };
-        let pump = owner(get_buffer, "get_buffer")?;
+        // An empty buffer takes the generic path, which reports it.
+        let pump = owner(get_buffer, "get_buffer").filter(|p| p.get().pinned.0.len() > 0)?;
         owner(buffer_updated, "buffer_updated")
             .filter(|other| other.is(&pump))
             .map(|_| pump)
@@ -221,44 +242,45 @@ impl TlsPump {
     }
 
     /// (read, write, pending) of the protocol's current `_sslobj`.
-    fn tls_methods<'py>(
-        &self,
-        proto: &Proto<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    fn tls_methods<'py>(&self, proto: &Proto<'py>) -> PyResult<TlsCalls<'py>> {
         let py = proto.obj.py();
         let outer = proto.get(intern!(py, "_sslobj"))?;
         let cached = self.tls.with(py, |t| match t {
-            Some(t) if t.outer.is(&outer) => Some((
-                t.read.clone_ref(py),
-                t.write.clone_ref(py),
-                t.pending.clone_ref(py),
-            )),
+            Some(t) if t.outer.is(&outer) => Some(TlsCalls {
+                read: t.read.clone_ref(py).into_bound(py),
+                write: t.write.clone_ref(py).into_bound(py),
+                pending: t.pending.as_ref().map(|p| p.clone_ref(py).into_bound(py)),
+            }),
             _ => None,
         });
-        if let Some((read, write, pending)) = cached {
-            return Ok((
-                read.into_bound(py),
-                write.into_bound(py),
-                pending.into_bound(py),
-            ));
+        if let Some(calls) = cached {
+            return Ok(calls);
         }
-        let target = if outer.get_type().is(stdlib(py)?.ssl_object.bind(py)) {
-            outer.getattr(intern!(py, "_sslobj"))?
+        // Only the stdlib's own class is known to keep nothing of its own
+        // beyond what the TLS object reports as pending.
+        let calls = if outer.get_type().is(stdlib(py)?.ssl_object.bind(py)) {
+            let inner = outer.getattr(intern!(py, "_sslobj"))?;
+            TlsCalls {
+                read: inner.getattr(intern!(py, "read"))?,
+                write: inner.getattr(intern!(py, "write"))?,
+                pending: Some(inner.getattr(intern!(py, "pending"))?),
+            }
         } else {
-            outer.clone()
+            TlsCalls {
+                read: outer.getattr(intern!(py, "read"))?,
+                write: outer.getattr(intern!(py, "write"))?,
+                pending: None,
+            }
         };
-        let read = target.getattr(intern!(py, "read"))?;
-        let write = target.getattr(intern!(py, "write"))?;
-        let pending = target.getattr(intern!(py, "pending"))?;
         let fresh = TlsObject {
             outer: outer.unbind(),
-            read: read.clone().unbind(),
-            write: write.clone().unbind(),
-            pending: pending.clone().unbind(),
+            read: calls.read.clone().unbind(),
+            write: calls.write.clone().unbind(),
+            pending: calls.pending.as_ref().map(|p| p.clone().unbind()),
         };
         let previous = self.tls.replace(py, Some(fresh));
         drop(previous);
-        Ok((read, write, pending))
+        Ok(calls)
     }
 
     /// `_do_read`: plaintext to the application, then whatever the reads
@@ -299,7 +321,11 @@ impl TlsPump {
             Err(err) if err.is_instance_of::<PyException>(py) => {
                 let exc = err.into_value(py).into_bound(py).into_any();
                 let message = PyString::new(py, "Fatal error on SSL protocol").into_any();
-                method(&proto.obj, intern!(py, "_fatal_error"), &[&exc, &message]).map(drop)
+                // Inside the stdlib's `except Exception` block, as there.
+                call::while_handling(py, &exc, || {
+                    method(&proto.obj, intern!(py, "_fatal_error"), &[&exc, &message])
+                })
+                .map(drop)
             }
             other => other,
         }
@@ -309,16 +335,16 @@ impl TlsPump {
     /// `data_received`; close_notify starts the shutdown.
     fn read_copied(&self, proto: &Proto<'_>) -> PyResult<()> {
         let py = proto.obj.py();
-        let (read, _, pending) = self.tls_methods(proto)?;
+        let TlsCalls { read, pending, .. } = self.tls_methods(proto)?;
         let again = stdlib(py)?.again_errors.bind(py);
         let incoming = self.incoming.bind(py);
         let max_size = self.max_size.bind(py);
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut close_notify = false;
         loop {
-            if !chunks.is_empty() {
+            if let (false, Some(pending)) = (chunks.is_empty(), &pending) {
                 let buffered = incoming.getattr(intern!(py, "pending"))?.is_truthy()?
-                    || call::call(py, &pending, &[])?.is_truthy()?;
+                    || call::call(py, pending, &[])?.is_truthy()?;
                 if !buffered {
                     break;
                 }
@@ -357,7 +383,7 @@ impl TlsPump {
     /// `_do_write`: the backlog through the TLS object, as far as it goes.
     fn do_write_impl(&self, proto: &Proto<'_>) -> PyResult<()> {
         let py = proto.obj.py();
-        let (_, write, _) = self.tls_methods(proto)?;
+        let write = self.tls_methods(proto)?.write;
         let again = stdlib(py)?.again_errors.bind(py);
         let backlog = proto.get(intern!(py, "_write_backlog"))?;
         let size_name = intern!(py, "_write_buffer_size");
@@ -509,6 +535,8 @@ impl TlsPump {
         Ok(TlsPump {
             pinned,
             proto: PyWeakrefReference::new(proto)?.unbind(),
+            app_transport: PyWeakrefReference::new(&proto.getattr(intern!(py, "_app_transport"))?)?
+                .unbind(),
             tls: GilCell::new(None),
             sink: GilCell::new(None),
             incoming_write: incoming.getattr(intern!(py, "write"))?.unbind(),
@@ -588,6 +616,20 @@ impl TlsPump {
         if !data.is_truthy()? {
             return Ok(());
         }
+        // asyncio's transport forgets its SSL layer on a second close(),
+        // and a write then fails on the missing layer.
+        if let Some(transport) = self.app_transport.bind(py).upgrade() {
+            if transport.getattr(intern!(py, "_ssl_protocol"))?.is_none() {
+                let missing = py
+                    .None()
+                    .into_bound(py)
+                    .getattr(intern!(py, "_write_appdata"));
+                return missing.map(drop);
+            }
+        }
+        // Gone only if this method outlived both the transport and the
+        // layer (kept by the program after the connection was lost): the
+        // write is dropped, as writes after the close are.
         let Some(proto) = self.protocol(py) else {
             return Ok(());
         };
@@ -616,7 +658,7 @@ impl TlsPump {
         // once; writing it first leaves the same state behind without
         // touching the queue.
         let result = (|| {
-            let (_, write, _) = self.tls_methods(&proto)?;
+            let write = self.tls_methods(&proto)?.write;
             match call::call(py, &write, &[data]) {
                 Ok(count) => {
                     let written: isize = count.extract()?;
@@ -649,6 +691,7 @@ impl TlsPump {
             visit.call(obj)?;
         }
         visit.call(&self.proto)?;
+        visit.call(&self.app_transport)?;
         self.tls
             .try_with(|t| match t {
                 Some(t) => {

@@ -2341,6 +2341,41 @@ def test_writes_after_close_are_dropped_and_warned_about_as_asyncio_does(
     assert got == scenario(stdlib_loop)
 
 
+@pytest.mark.parametrize("when", ["before connection_lost", "after connection_lost"])
+def test_writing_to_a_twice_closed_tls_transport_fails_as_on_asyncio(
+    loop, stdlib_loop, server_ctx, client_ctx, when
+):
+    """asyncio's TLS transport lets go of its SSL layer on a second close();
+    a write after that raises AttributeError there."""
+
+    def scenario(lp):
+        async def main():
+            server, transport, protocol, sink = await tls_pair(server_ctx, client_ctx, Recorder)
+            transport.close()
+            if when == "after connection_lost":
+                await asyncio.wait_for(protocol.lost, TIMEOUT)
+            transport.close()
+            try:
+                transport.write(b"late")
+            except Exception as exc:
+                result = outcome(exc)
+            else:
+                result = "accepted"
+            await asyncio.wait_for(protocol.lost, TIMEOUT)
+            await asyncio.wait_for(sink.lost, TIMEOUT)
+            sink.transport.close()
+            server.close()
+            await server.wait_closed()
+            return result
+
+        return run_on(lp, main())
+
+    got = scenario(loop)
+    if PY_VERSION >= (3, 11):
+        assert got[0] is AttributeError
+    assert got == scenario(stdlib_loop)
+
+
 class CountingSSLObject(ssl.SSLObject):
     """A context's ``sslobject_class``: the SSL layer must go through it."""
 
@@ -2407,3 +2442,35 @@ def test_a_closed_tls_connection_is_freed_without_the_cycle_collector(loop, pki,
         assert context_alive() is None
     finally:
         gc.enable()
+
+
+class HoardingSSLObject(ssl.SSLObject):
+    """Hands out at most 100 bytes per read and keeps the rest itself, where
+    the TLS object's pending() does not see it."""
+
+    def read(self, len=1024, buffer=None):
+        hoard = self.__dict__.setdefault("hoard", bytearray())
+        if not hoard:
+            hoard += super().read(len)
+        chunk = bytes(hoard[:100])
+        del hoard[:100]
+        return chunk
+
+
+def test_plaintext_a_custom_sslobject_keeps_back_is_still_read_at_once(
+    run, server_ctx, client_ctx
+):
+    client_ctx.sslobject_class = HoardingSSLObject
+    payload = random.Random(4).randbytes(5000)
+
+    async def main():
+        server, transport, protocol, _ = await tls_pair(server_ctx, client_ctx)
+        transport.write(payload)
+        # One record comes back; all of it must be delivered now, not when
+        # the next bytes happen to arrive (none will).
+        assert await protocol.wait_for_data(len(payload)) == payload
+        await close_transport(transport, protocol)
+        server.close()
+        await server.wait_closed()
+
+    run(main())
