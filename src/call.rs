@@ -112,7 +112,8 @@ pub fn call<'py>(
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
     let ptrs = ArgPointers::new(None, args);
-    // SAFETY: every pointer is borrowed from a live Bound for the call.
+    // SAFETY: every pointer is borrowed from a live Bound for the call; the
+    // result is a new reference or null with an exception set.
     unsafe {
         let result = ffi::PyObject_Vectorcall(
             func.as_ptr(),
@@ -120,11 +121,7 @@ pub fn call<'py>(
             ptrs.len(),
             std::ptr::null_mut(),
         );
-        if result.is_null() {
-            Err(take_raised(py))
-        } else {
-            Ok(Bound::from_owned_ptr(py, result))
-        }
+        owned_or_raised(py, result)
     }
 }
 
@@ -136,8 +133,9 @@ pub fn call_method<'py>(
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
     let ptrs = ArgPointers::new(Some(obj), args);
-    // SAFETY: every pointer is borrowed from a live Bound for the call; the
-    // first is the object the method is looked up on.
+    // SAFETY: every pointer is borrowed from a live Bound for the call (the
+    // first is the object the method is looked up on); the result is a new
+    // reference or null with an exception set.
     unsafe {
         let result = ffi::PyObject_VectorcallMethod(
             name.as_ptr(),
@@ -145,11 +143,24 @@ pub fn call_method<'py>(
             ptrs.len(),
             std::ptr::null_mut(),
         );
-        if result.is_null() {
-            Err(take_raised(py))
-        } else {
-            Ok(Bound::from_owned_ptr(py, result))
-        }
+        owned_or_raised(py, result)
+    }
+}
+
+/// The result of a C API call that returns a new reference, or NULL with
+/// an exception set (taken by [`take_raised`]).
+///
+/// # Safety
+/// `result` must be such a result, obtained with the GIL held.
+pub unsafe fn owned_or_raised(
+    py: Python<'_>,
+    result: *mut ffi::PyObject,
+) -> PyResult<Bound<'_, PyAny>> {
+    if result.is_null() {
+        Err(take_raised(py))
+    } else {
+        // SAFETY: a new reference, per the caller's contract.
+        Ok(unsafe { Bound::from_owned_ptr(py, result) })
     }
 }
 

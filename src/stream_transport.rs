@@ -299,28 +299,41 @@ impl StreamTransport {
         // SAFETY: the pump keeps its buffer exported, so it is writable for
         // `len` bytes and cannot move while the pump lives.
         let received = unsafe { net::recv(slf.get().fd, buf, len) };
-        let nbytes = match received {
-            Ok(0) => return Self::on_eof(slf),
-            Ok(n) => n,
-            Err(err) if net::would_block(&err) => return Ok(()),
-            Err(err) => {
-                return Self::fatal_error(
-                    slf,
-                    os_error(&err),
-                    "Fatal read error on socket transport",
-                )
-            }
+        let Some(nbytes) = Self::received_into_buffer(slf, received)? else {
+            return Ok(());
         };
         // recv never returns more than `len`, which fits an isize.
         let nbytes = isize::try_from(nbytes).unwrap_or(isize::MAX);
-        match pump.buffer_updated(py, nbytes) {
-            Ok(()) => Ok(()),
-            Err(err) => Self::fatal_error(
+        Self::after_buffer_updated(slf, pump.buffer_updated(py, nbytes))
+    }
+
+    /// A receive into a lent buffer: `Some(n)` bytes for `buffer_updated`,
+    /// or `None` once end of stream, a would-block or a read error has been
+    /// dealt with.
+    fn received_into_buffer(
+        slf: &Bound<'_, Self>,
+        received: std::io::Result<usize>,
+    ) -> PyResult<Option<usize>> {
+        match received {
+            Ok(0) => Self::on_eof(slf).map(|()| None),
+            Ok(n) => Ok(Some(n)),
+            Err(err) if net::would_block(&err) => Ok(None),
+            Err(err) => {
+                Self::fatal_error(slf, os_error(&err), "Fatal read error on socket transport")
+                    .map(|()| None)
+            }
+        }
+    }
+
+    /// What `buffer_updated` returned: an error ends the connection.
+    fn after_buffer_updated(slf: &Bound<'_, Self>, outcome: PyResult<()>) -> PyResult<()> {
+        outcome.or_else(|err| {
+            Self::fatal_error(
                 slf,
                 err,
                 "Fatal error: protocol.buffer_updated() call failed.",
-            ),
-        }
+            )
+        })
     }
 
     fn read_data(slf: &Bound<'_, Self>, data_received: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -381,27 +394,11 @@ impl StreamTransport {
         // SAFETY: the view is writable for `len` bytes while it is held.
         let received = unsafe { net::recv(slf.get().fd, view.as_ptr(), view.len()) };
         drop(view);
-        let nbytes = match received {
-            Ok(0) => return Self::on_eof(slf),
-            Ok(n) => n,
-            Err(err) if net::would_block(&err) => return Ok(()),
-            Err(err) => {
-                return Self::fatal_error(
-                    slf,
-                    os_error(&err),
-                    "Fatal read error on socket transport",
-                )
-            }
+        let Some(nbytes) = Self::received_into_buffer(slf, received)? else {
+            return Ok(());
         };
         let nbytes = nbytes.into_pyobject(py)?.into_any();
-        match call::call(py, buffer_updated, &[&nbytes]) {
-            Ok(_) => Ok(()),
-            Err(err) => Self::fatal_error(
-                slf,
-                err,
-                "Fatal error: protocol.buffer_updated() call failed.",
-            ),
-        }
+        Self::after_buffer_updated(slf, call::call(py, buffer_updated, &[&nbytes]).map(drop))
     }
 
     /// The peer finished sending: `eof_received()` decides whether the

@@ -192,16 +192,13 @@ impl<'py> Proto<'py> {
 
 /// `obj[start:stop]` with Python's slice rules.
 fn slice<'py>(obj: &Bound<'py, PyAny>, start: isize, stop: isize) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
     // SAFETY: obj is live; the result is a new reference or null with an
     // exception set.
     unsafe {
-        let ptr = ffi::PySequence_GetSlice(obj.as_ptr(), start, stop);
-        if ptr.is_null() {
-            Err(take_raised(py))
-        } else {
-            Ok(Bound::from_owned_ptr(py, ptr))
-        }
+        call::owned_or_raised(
+            obj.py(),
+            ffi::PySequence_GetSlice(obj.as_ptr(), start, stop),
+        )
     }
 }
 
@@ -491,28 +488,48 @@ impl TlsPump {
             .bind(py)
             .getattr(intern!(py, "pending"))?
             .add(proto.get(intern!(py, "_write_buffer_size"))?)?;
-        let switch = if proto.get(intern!(py, "_app_writing_paused"))?.is_truthy()? {
-            size.le(proto.get(intern!(py, "_outgoing_low_water"))?)?
-        } else {
-            size.ge(proto.get(intern!(py, "_outgoing_high_water"))?)?
+        let names = FlowControl {
+            paused: intern!(py, "_app_writing_paused"),
+            low: intern!(py, "_outgoing_low_water"),
+            high: intern!(py, "_outgoing_high_water"),
+            control: intern!(py, "_control_app_writing"),
         };
-        if switch {
-            method(&proto.obj, intern!(py, "_control_app_writing"), &[])?;
-        }
-        Ok(())
+        names.switch_if_crossed(proto, &size)
     }
 
     /// `_control_ssl_reading`, called only when it has something to switch.
     fn control_ssl_reading(&self, proto: &Proto<'_>) -> PyResult<()> {
         let py = proto.obj.py();
         let size = self.incoming.bind(py).getattr(intern!(py, "pending"))?;
-        let switch = if proto.get(intern!(py, "_ssl_reading_paused"))?.is_truthy()? {
-            size.le(proto.get(intern!(py, "_incoming_low_water"))?)?
+        let names = FlowControl {
+            paused: intern!(py, "_ssl_reading_paused"),
+            low: intern!(py, "_incoming_low_water"),
+            high: intern!(py, "_incoming_high_water"),
+            control: intern!(py, "_control_ssl_reading"),
+        };
+        names.switch_if_crossed(proto, &size)
+    }
+}
+
+/// One direction of the SSL layer's flow control, by attribute names.
+struct FlowControl<'a, 'py> {
+    paused: &'a Bound<'py, PyString>,
+    low: &'a Bound<'py, PyString>,
+    high: &'a Bound<'py, PyString>,
+    control: &'a Bound<'py, PyString>,
+}
+
+impl<'py> FlowControl<'_, 'py> {
+    /// Calls the stdlib's control method when `size` has crossed the water
+    /// mark it would act on: the low one while paused, the high one if not.
+    fn switch_if_crossed(&self, proto: &Proto<'py>, size: &Bound<'py, PyAny>) -> PyResult<()> {
+        let switch = if proto.get(self.paused)?.is_truthy()? {
+            size.le(proto.get(self.low)?)?
         } else {
-            size.ge(proto.get(intern!(py, "_incoming_high_water"))?)?
+            size.ge(proto.get(self.high)?)?
         };
         if switch {
-            method(&proto.obj, intern!(py, "_control_ssl_reading"), &[])?;
+            method(&proto.obj, self.control, &[])?;
         }
         Ok(())
     }

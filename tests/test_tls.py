@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 
 import pytest
 
@@ -2416,8 +2417,6 @@ def test_a_closed_tls_connection_is_freed_without_the_cycle_collector(loop, pki,
     """Closing is enough: nothing keeps the SSL layer (and so the client's
     context) alive until the collector runs, even while the application
     holds on to its transport."""
-    import weakref
-
     client_ctx = ssl.create_default_context(cafile=pki.ca_cert)
     context_alive = weakref.ref(client_ctx)
 
