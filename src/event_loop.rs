@@ -1206,15 +1206,18 @@ impl LoopCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // The visitor is the collector's C callback: it runs no Python code,
         // so visiting inside the borrow is safe.
+        // SAFETY: the collector traverses with the GIL held; the token is
+        // used only to reach the handles' Rust fields, never to call Python.
+        let py = unsafe { Python::assume_attached() };
         self.state
             .try_with(|st| {
                 for handle in st.ready.iter() {
-                    visit.call(handle)?;
+                    Handle::visit_owned(handle.bind(py), &visit)?;
                 }
                 let mut outcome = Ok(());
                 st.timers.for_each_handle(|h| {
                     if outcome.is_ok() {
-                        outcome = visit.call(h);
+                        outcome = Handle::visit_owned(h.bind(py).as_super(), &visit);
                     }
                 });
                 st.fds.for_each_object(|o| {

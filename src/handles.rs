@@ -226,6 +226,82 @@ impl Handle {
         }
     }
 
+    /// Visits every object this handle references, for the collector.
+    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.context)?;
+        self.visit_others(visit)
+    }
+
+    /// Everything `visit_contents` visits but the context.
+    fn visit_others(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        self.debug_info
+            .try_with(|info| match info {
+                Some(info) => {
+                    visit.call(&info.source_traceback)?;
+                    visit.call(&info.repr)
+                }
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))?;
+        self.callback
+            .try_with(|cb| match cb {
+                Some(Callback::Python { func, args }) => {
+                    visit.call(func)?;
+                    visit.call(args)
+                }
+                Some(Callback::Native { target, .. }) => visit.call(target),
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))
+    }
+
+    /// For `visit_owned`: a context copy this handle took out of the
+    /// collector and holds alone is seen through, like the handle, so a
+    /// context variable whose value refers back to the loop does not keep an
+    /// abandoned loop alive.
+    fn visit_owned_context(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let ctx = self.context.as_ptr();
+        // SAFETY: GIL held during traverse; reading the refcount and the
+        // tracked bit calls no Python code.
+        let sole_untracked = self.context_untracked
+            && unsafe { ffi::Py_REFCNT(ctx) == 1 && ffi::PyObject_GC_IsTracked(ctx) == 0 };
+        if sole_untracked {
+            crate::gc_visit::traverse_with(ctx, visit)
+        } else {
+            visit.call(&self.context)
+        }
+    }
+
+    /// Visits `handle` for an owner's `__traverse__`: the handle itself if
+    /// the collector tracks it, or if anything besides this owner holds it;
+    /// otherwise what it references, as if it were tracked.
+    ///
+    /// A queued one-shot handle is untracked (see `into_object`) and holds
+    /// its loop, so visiting it alone would count that reference as coming
+    /// from outside and keep an abandoned loop alive with all it queued.
+    /// Seen through its only owner, the cycle is visible again. A handle
+    /// someone else also holds (a timer the program kept) is visited as is,
+    /// which keeps it and what it references alive, as it must.
+    pub(crate) fn visit_owned(
+        handle: &Bound<'_, Handle>,
+        visit: &PyVisit<'_>,
+    ) -> Result<(), PyTraverseError> {
+        let ptr = handle.as_ptr();
+        // SAFETY: the collector calls traverse with the GIL held, on live
+        // objects; reading the refcount and the tracked bit calls no
+        // Python code.
+        let sole_untracked =
+            unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
+        if sole_untracked {
+            let handle = handle.get();
+            handle.visit_owned_context(visit)?;
+            handle.visit_others(visit)
+        } else {
+            visit.call(handle.as_unbound())
+        }
+    }
+
     /// Drops the callback of a one-shot handle that has run (keeping
     /// `_callback`/`_args` would keep them alive, and an untracked handle
     /// in a cycle would never be collected).
@@ -456,27 +532,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        self.debug_info
-            .try_with(|info| match info {
-                Some(info) => {
-                    visit.call(&info.source_traceback)?;
-                    visit.call(&info.repr)
-                }
-                None => Ok(()),
-            })
-            .unwrap_or(Ok(()))?;
-        self.callback
-            .try_with(|cb| match cb {
-                Some(Callback::Python { func, args }) => {
-                    visit.call(func)?;
-                    visit.call(args)
-                }
-                Some(Callback::Native { target, .. }) => visit.call(target),
-                None => Ok(()),
-            })
-            .unwrap_or(Ok(()))
+        self.visit_contents(&visit)
     }
 
     fn __clear__(&self) {

@@ -8,6 +8,7 @@ mod clock;
 mod errors;
 mod event_loop;
 mod fd_registry;
+mod gc_visit;
 mod gil_cell;
 mod handle_alloc;
 mod handles;

@@ -892,6 +892,92 @@ def test_a_closed_loop_is_freed_without_the_cycle_collector(loop_factory):
         gc.enable()
 
 
+def _abandon(loop_factory, schedule):
+    """Makes a loop, lets `schedule(loop)` queue work on it, and drops it
+    without closing it; returns a weak reference to it and what the
+    collector's run warned about."""
+    loop = loop_factory()
+    schedule(loop)
+    ref = weakref.ref(loop)
+    del loop
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    return ref, [str(w.message) for w in caught if w.category is ResourceWarning]
+
+
+def test_an_unclosed_loop_with_queued_callbacks_is_collected(loop_factory):
+    # Every queued handle refers to its loop, and these callbacks do too:
+    # a forgotten loop is a cycle the collector must break, as asyncio's is.
+    def schedule(loop):
+        loop.call_soon(loop.stop)
+        loop.call_soon(noop)
+        loop.call_soon_threadsafe(lambda: loop)
+        loop.call_later(10, loop.stop)
+        loop.call_at(loop.time() + 20, noop)
+
+    ref, warned = _abandon(loop_factory, schedule)
+    assert ref() is None
+    assert any(m.startswith("unclosed event loop") for m in warned), warned
+
+
+def test_an_unclosed_loop_with_a_pending_task_is_collected(loop_factory, caplog):
+    def schedule(loop):
+        async def forever():
+            await loop.create_future()
+
+        loop.create_task(forever())
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        ref, _ = _abandon(loop_factory, schedule)
+    assert ref() is None
+
+
+_loop_var = contextvars.ContextVar("loop_var")
+
+
+@pytest.mark.parametrize("backlog", [0, 1000])
+def test_an_unclosed_loop_a_queued_context_refers_to_is_collected(loop_factory, backlog):
+    # The callbacks' copied contexts hold the loop; the variable itself no
+    # longer does once reset, so only the copies close the cycle. With a
+    # backlog, ferroloop keeps the later copies out of the collector.
+    def schedule(loop):
+        for _ in range(backlog):
+            loop.call_soon(noop)
+        token = _loop_var.set(loop)
+        try:
+            loop.call_later(10, noop)
+            loop.call_soon(noop)
+        finally:
+            _loop_var.reset(token)
+
+    ref, _ = _abandon(loop_factory, schedule)
+    assert ref() is None
+
+
+def test_a_timer_the_program_keeps_keeps_its_loop_alive(loop_factory):
+    # The collector must not free what a live handle still reaches.
+    kept = []
+
+    def schedule(loop):
+        kept.append(loop.call_later(10, loop.stop))
+
+    ref, _ = _abandon(loop_factory, schedule)
+    try:
+        assert ref() is not None
+        assert kept[0]._callback.__self__ is ref()
+        assert not ref().is_closed()
+    finally:
+        kept[0].cancel()
+    loop = ref()
+    del kept[:]
+    if loop is not None:
+        loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None
+
+
 def test_close_is_idempotent_and_closed_loop_rejects_scheduling(loop, stdlib_loop):
     for lp in (loop, stdlib_loop):
         lp.close()
