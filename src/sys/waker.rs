@@ -44,6 +44,11 @@ impl Waker {
 
     /// Empties the channel and returns the signal numbers found in it
     /// (zero bytes are plain wake-ups).
+    ///
+    /// A read that does not fill the buffer took all there was, so the usual
+    /// wake-up costs one call, not a second one that fails with EAGAIN.
+    /// A byte written after that read leaves the (level-triggered) fd ready
+    /// for the next poll.
     pub fn drain(&self) -> Vec<u8> {
         let fd = self.read_fd();
         let mut signals = Vec::new();
@@ -53,7 +58,11 @@ impl Waker {
             if n <= 0 {
                 break;
             }
-            signals.extend(buf[..n as usize].iter().copied().filter(|&b| b != 0));
+            let n = n as usize;
+            signals.extend(buf[..n].iter().copied().filter(|&b| b != 0));
+            if n < buf.len() {
+                break;
+            }
         }
         signals
     }
@@ -90,5 +99,22 @@ mod tests {
         );
         assert_eq!(w.drain(), vec![10]);
         assert!(w.drain().is_empty());
+    }
+
+    #[test]
+    fn drain_empties_more_than_one_buffer() {
+        let w = Waker::new().unwrap();
+        let mut bytes = vec![0u8; 10_000];
+        for i in (0..bytes.len()).step_by(1000) {
+            bytes[i] = 7;
+        }
+        for chunk in bytes.chunks(2500) {
+            let sent = unsafe { libc::send(w.write_fd(), chunk.as_ptr().cast(), chunk.len(), 0) };
+            assert_eq!(sent, chunk.len() as isize);
+        }
+        assert_eq!(w.drain(), vec![7; 10]);
+        let mut probe = [0u8; 1];
+        let left = unsafe { libc::recv(w.read_fd(), probe.as_mut_ptr().cast(), 1, 0) };
+        assert_eq!(left, -1, "bytes left after drain");
     }
 }
