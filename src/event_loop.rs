@@ -789,7 +789,7 @@ impl LoopCore {
     // ---- scheduling ----------------------------------------------------
 
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
+    pub(crate) fn call_soon(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
@@ -808,7 +808,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
+    pub(crate) fn call_soon_threadsafe(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
@@ -830,7 +830,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
+    pub(crate) fn call_later(
         slf: &Bound<'_, Self>,
         delay: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
@@ -842,7 +842,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
+    pub(crate) fn call_at(
         slf: &Bound<'_, Self>,
         when: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,

@@ -7,6 +7,7 @@ mod call;
 mod clock;
 mod errors;
 mod event_loop;
+mod fast_calls;
 mod fd_registry;
 mod gc_visit;
 mod gil_cell;
@@ -35,6 +36,9 @@ fn _panic_for_tests(message: &str) {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    if std::env::var_os("FERRO_NOFAST").is_none() {
+        fast_calls::install(m.py())?;
+    }
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     handle_alloc::install(m.py());

@@ -336,6 +336,63 @@ def test_cancelled_timer_does_not_run_and_cancel_is_idempotent(loop):
     assert ran == ["kept timer"]
 
 
+_SCHEDULING_CALLS = {
+    "call_soon": [
+        ((), {}), ((noop,), {}), ((noop, 1, 2), {}), ((), {"callback": noop}),
+        ((noop,), {"callback": noop}), ((noop,), {"ctx": 1}), ((), {"context": None}),
+        ((noop, 1), {"context": None}), ((noop,), {"context": None, "ctxt": 1}),
+        ((noop,), {"context": contextvars.copy_context()}),
+    ],
+    "call_soon_threadsafe": [
+        ((), {}), ((noop, "a", "b"), {}), ((), {"callback": noop}), ((noop,), {"x": 1}),
+        ((noop,), {"callback": noop}),
+    ],
+    "call_later": [
+        ((), {}), ((1,), {}), ((1, noop, 2, 3), {}), ((), {"callback": noop}),
+        ((), {"delay": 1, "callback": noop}), ((1,), {"delay": 1}),
+        ((1, noop, 2), {"callback": noop}), ((1, noop), {"when": 2}), ((None, noop), {}),
+        ((1,), {"callback": noop, "context": None}),
+    ],
+    "call_at": [
+        ((), {}), ((1,), {}), ((1, noop, "x"), {}), ((), {"when": 1, "callback": noop}),
+        ((1, noop), {"delay": 1}), ((1,), {"when": 1}),
+    ],
+}
+
+
+@pytest.mark.parametrize("method", sorted(_SCHEDULING_CALLS))
+def test_scheduling_methods_take_and_refuse_arguments_as_asyncio_does(loop, stdlib_loop, method):
+    # ferroloop parses these four methods' arguments by hand (the hottest
+    # calls of the loop): the outcome of every call, and the message of
+    # every refusal, must be asyncio's. Only the class named in the message
+    # differs. (3.13 adds "Did you mean ...?" to a near-miss keyword's error;
+    # ferroloop's methods do not, so the misspelt keywords here are far ones.)
+    def outcome(lp, args, kwargs):
+        try:
+            handle = getattr(lp, method)(*args, **kwargs)
+        except TypeError as exc:
+            return "TypeError", re.sub(r"^\w+\.", "", str(exc))
+        handle.cancel()
+        return type(handle).__name__, handle._args
+
+    for args, kwargs in _SCHEDULING_CALLS[method]:
+        assert outcome(loop, args, kwargs) == outcome(stdlib_loop, args, kwargs), (args, kwargs)
+
+
+def test_a_callback_given_by_keyword_runs_in_the_given_context(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    seen = []
+    loop.call_soon(callback=lambda: seen.append(("soon", var.get())), context=ctx)
+    loop.call_later(delay=0, callback=lambda *a: seen.append(("later", var.get(), a)), context=ctx)
+    loop.call_at(loop.time(), lambda *a: seen.append(("at", var.get(), a)), 1, 2, context=ctx)
+    loop.call_soon_threadsafe(callback=lambda: seen.append(("threadsafe", var.get())))
+    run_briefly(loop, 0.05)
+    assert sorted(seen) == sorted([("soon", "in ctx"), ("later", "in ctx", ()),
+                                   ("at", "in ctx", (1, 2)), ("threadsafe", "unset")])
+
+
 def test_handles_and_timer_handles_are_weak_referenceable(loop):
     handle = loop.call_soon(noop)
     timer = loop.call_later(10, noop)

@@ -1,0 +1,309 @@
+//! Hand-written C entry points for the scheduling methods: `call_soon`
+//! (every Task step and Future callback goes through it),
+//! `call_soon_threadsafe`, `call_later` and `call_at`.
+//!
+//! PyO3's generated wrappers parse `(..., callback, *args, context=None)`
+//! with its generic argument parser and enter through its trampoline. These
+//! entries read the vectorcall arguments directly and then run the very
+//! same method bodies, so behaviour and error messages stay those of the
+//! PyO3 methods they replace in the class's dict (which keep their
+//! docstrings and signatures). Measured on call_soon, pinned, best of 6:
+//! 6.4-6.5 M/s through PyO3's wrapper, 7.0-7.3 M/s through this one.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::{PySystemError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use pyo3::PyTypeInfo;
+
+use crate::event_loop::LoopCore;
+
+/// A scheduling method's parameters: `leading` positional ones (which may
+/// also be given by name), then `*args`, then keyword-only `context`.
+struct Signature {
+    name: &'static str,
+    leading: &'static [&'static str],
+}
+
+impl Signature {
+    fn error(&self, what: String) -> PyErr {
+        PyTypeError::new_err(format!("LoopCore.{}() {what}", self.name))
+    }
+
+    /// Python's wording: 'a'; 'a' and 'b'; 'a', 'b', and 'c'.
+    fn missing(&self, names: &[&str]) -> PyErr {
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let list = match quoted.as_slice() {
+            [one] => one.clone(),
+            [a, b] => format!("{a} and {b}"),
+            [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+            [] => String::new(),
+        };
+        let plural = if names.len() == 1 {
+            "argument"
+        } else {
+            "arguments"
+        };
+        self.error(format!(
+            "missing {} required positional {plural}: {list}",
+            names.len()
+        ))
+    }
+}
+
+/// One call's arguments, borrowed from the caller's vector.
+struct Parsed<'py, const N: usize> {
+    leading: [Bound<'py, PyAny>; N],
+    args: Bound<'py, PyTuple>,
+    context: Option<Bound<'py, PyAny>>,
+}
+
+/// # Safety
+/// `args` holds `nargs` positional then `len(kwnames)` keyword values, all
+/// borrowed for the call, as in any METH_FASTCALL | METH_KEYWORDS call; and
+/// `sig.leading` has N names.
+unsafe fn parse<'py, const N: usize>(
+    py: Python<'py>,
+    sig: &Signature,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Parsed<'py, N>> {
+    let nargs = nargs.max(0) as usize;
+    // SAFETY: in bounds by the contract above.
+    let arg = |i: usize| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) };
+    let mut leading: [Option<Bound<'py, PyAny>>; N] =
+        std::array::from_fn(|i| (i < nargs).then(|| arg(i)));
+    let mut context = None;
+    if !kwnames.is_null() {
+        // SAFETY: CPython passes a tuple of keyword names, or NULL.
+        let names =
+            unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+        for (i, name) in names.iter().enumerate() {
+            let value = arg(nargs + i);
+            let Ok(name) = name.cast::<PyString>() else {
+                return Err(sig.error("keywords must be strings".into()));
+            };
+            let name = name.to_str()?;
+            if name == "context" {
+                context = Some(value);
+                continue;
+            }
+            let Some(slot) = sig.leading.iter().position(|&p| p == name) else {
+                return Err(sig.error(format!("got an unexpected keyword argument '{name}'")));
+            };
+            if leading[slot].is_some() {
+                return Err(sig.error(format!("got multiple values for argument '{name}'")));
+            }
+            leading[slot] = Some(value);
+        }
+    }
+    if leading.iter().any(Option::is_none) {
+        let missing: Vec<&str> = sig
+            .leading
+            .iter()
+            .zip(&leading)
+            .filter(|(_, value)| value.is_none())
+            .map(|(&name, _)| name)
+            .collect();
+        return Err(sig.missing(&missing));
+    }
+    let args = if nargs > N {
+        // SAFETY: the caller's positional arguments after the leading ones;
+        // the tuple takes its own references.
+        let rest = unsafe { std::slice::from_raw_parts(args.add(N), nargs - N) };
+        PyTuple::new(
+            py,
+            rest.iter()
+                .map(|&p| unsafe { Bound::from_borrowed_ptr(py, p) }),
+        )?
+    } else {
+        PyTuple::empty(py)
+    };
+    Ok(Parsed {
+        leading: leading.map(|value| value.unwrap_or_else(|| py.None().into_bound(py))),
+        args,
+        context: context.filter(|c| !c.is_none()),
+    })
+}
+
+/// Runs `body` on the method's receiver as PyO3's trampoline would: Python
+/// errors are raised, and a Rust panic becomes an exception instead of
+/// unwinding into CPython.
+///
+/// # Safety
+/// Called from a method descriptor of LoopCore, with the GIL held.
+unsafe fn enter(
+    slf: *mut ffi::PyObject,
+    body: impl FnOnce(Python<'_>, &Bound<'_, LoopCore>) -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls methods with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the method descriptor checked that `slf` is a LoopCore
+        // (or a subclass) before calling.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
+        body(py, &slf)
+    }));
+    match outcome {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            PySystemError::new_err("ferroloop: a Rust panic in a scheduling method").restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+const CALL_SOON: Signature = Signature {
+    name: "call_soon",
+    leading: &["callback"],
+};
+const CALL_SOON_THREADSAFE: Signature = Signature {
+    name: "call_soon_threadsafe",
+    leading: &["callback"],
+};
+const CALL_LATER: Signature = Signature {
+    name: "call_later",
+    leading: &["delay", "callback"],
+};
+const CALL_AT: Signature = Signature {
+    name: "call_at",
+    leading: &["when", "callback"],
+};
+
+/// The C signature of a METH_FASTCALL | METH_KEYWORDS method.
+type FastMethod = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+unsafe extern "C" fn call_soon(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython's calling convention for this method (see `parse`).
+    unsafe {
+        enter(slf, |py, slf| {
+            let Parsed {
+                leading: [callback],
+                args,
+                context,
+            } = parse::<1>(py, &CALL_SOON, args, nargs, kwnames)?;
+            Ok(LoopCore::call_soon(slf, callback, args, context)?.into_ptr())
+        })
+    }
+}
+
+unsafe extern "C" fn call_soon_threadsafe(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as for call_soon.
+    unsafe {
+        enter(slf, |py, slf| {
+            let Parsed {
+                leading: [callback],
+                args,
+                context,
+            } = parse::<1>(py, &CALL_SOON_THREADSAFE, args, nargs, kwnames)?;
+            Ok(LoopCore::call_soon_threadsafe(slf, callback, args, context)?.into_ptr())
+        })
+    }
+}
+
+unsafe extern "C" fn call_later(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as for call_soon.
+    unsafe {
+        enter(slf, |py, slf| {
+            let Parsed {
+                leading: [delay, callback],
+                args,
+                context,
+            } = parse::<2>(py, &CALL_LATER, args, nargs, kwnames)?;
+            Ok(LoopCore::call_later(slf, &delay, callback, args, context)?.into_ptr())
+        })
+    }
+}
+
+unsafe extern "C" fn call_at(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as for call_soon.
+    unsafe {
+        enter(slf, |py, slf| {
+            let Parsed {
+                leading: [when, callback],
+                args,
+                context,
+            } = parse::<2>(py, &CALL_AT, args, nargs, kwnames)?;
+            Ok(LoopCore::call_at(slf, &when, callback, args, context)?.into_ptr())
+        })
+    }
+}
+
+/// Replaces the PyO3 method `name` in LoopCore's dict with `entry`, keeping
+/// the PyO3 method's docstring and text signature (`inspect.signature`).
+fn replace(py: Python<'_>, name: &'static std::ffi::CStr, entry: FastMethod) -> PyResult<()> {
+    let tp = LoopCore::type_object(py);
+    let key = name
+        .to_str()
+        .map_err(|e| PySystemError::new_err(e.to_string()))?;
+    let generated = tp.getattr("__dict__")?.get_item(key)?;
+    // SAFETY: GIL held; the object is read as a method descriptor only
+    // after the type check, and its definition is a static PyO3 made.
+    let doc = unsafe {
+        let obj = generated.as_ptr();
+        if ffi::PyObject_TypeCheck(obj, std::ptr::addr_of_mut!(ffi::PyMethodDescr_Type)) == 0 {
+            return Err(PySystemError::new_err(format!(
+                "LoopCore.{key} is not a method"
+            )));
+        }
+        (*(*obj.cast::<ffi::PyMethodDescrObject>()).d_method).ml_doc
+    };
+    // Method descriptors keep a pointer to their definition for good; there
+    // are four, made once per process.
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: entry,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: doc,
+    }));
+    // SAFETY: a live type object, GIL held; `def` lives for the process.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyDescr_NewMethod(LoopCore::type_object_raw(py), def),
+        )?
+    };
+    tp.setattr(key, descr)
+}
+
+/// Installs the entries; called once from module init.
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    replace(py, c"call_soon", call_soon)?;
+    replace(py, c"call_soon_threadsafe", call_soon_threadsafe)?;
+    replace(py, c"call_later", call_later)?;
+    replace(py, c"call_at", call_at)
+}
