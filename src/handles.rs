@@ -1,6 +1,7 @@
 //! `Handle` and `TimerHandle`: what `call_soon`/`call_later` return, and what
 //! the ready queue and timer heap hold.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use pyo3::basic::CompareOp;
@@ -40,6 +41,19 @@ enum Callback {
 }
 
 impl Callback {
+    /// Drops the references with the GIL token in hand: a plain drop of a
+    /// `Py` asks a thread-local whether the thread is attached, on every
+    /// callback the loop runs.
+    fn release(self, py: Python<'_>) {
+        match self {
+            Callback::Python { func, args } => {
+                func.drop_ref(py);
+                args.drop_ref(py);
+            }
+            Callback::Native { target, .. } => target.drop_ref(py),
+        }
+    }
+
     fn clone_ref(&self, py: Python<'_>) -> Callback {
         match self {
             Callback::Python { func, args } => Callback::Python {
@@ -75,8 +89,9 @@ pub struct Handle {
     /// Cleared on cancel so a cancelled handle stops keeping its callback
     /// (and whatever the callback references) alive.
     callback: GilCell<Option<Callback>>,
-    context: Py<PyAny>,
-    loop_: Py<PyAny>,
+    /// Released by hand in `Drop` (see there).
+    context: ManuallyDrop<Py<PyAny>>,
+    loop_: ManuallyDrop<Py<PyAny>>,
     cancelled: AtomicBool,
     /// Set only in debug mode; boxed so other handles pay one pointer.
     debug_info: GilCell<Option<Box<DebugInfo>>>,
@@ -99,19 +114,21 @@ struct DebugInfo {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if self.context_untracked {
-            // CPython's Context dealloc unlinks the object from the
-            // collector's list without checking it is on one; it must be
-            // tracked again before the last reference goes. (A handle is
-            // only dropped from its tp_dealloc, with the GIL held.)
-            // SAFETY: a live Context (we own a reference), GIL held; it is
-            // tracked only if it is not already.
-            unsafe {
-                let ctx = self.context.as_ptr();
-                if ffi::PyObject_GC_IsTracked(ctx) == 0 {
-                    ffi::PyObject_GC_Track(ctx.cast());
-                }
+        // SAFETY (whole function): a handle is dropped from its tp_dealloc,
+        // or when making its object failed, with the GIL held either way;
+        // each field is taken exactly once, here.
+        unsafe {
+            let context = ManuallyDrop::take(&mut self.context).into_ptr();
+            if self.context_untracked && ffi::PyObject_GC_IsTracked(context) == 0 {
+                // CPython's Context dealloc unlinks the object from the
+                // collector's list without checking it is on one; it must be
+                // tracked again before the last reference goes.
+                ffi::PyObject_GC_Track(context.cast());
             }
+            // Plain decrefs: dropping a `Py` would first ask a thread-local
+            // whether the thread is attached, for every handle freed.
+            ffi::Py_DECREF(context);
+            ffi::Py_DECREF(ManuallyDrop::take(&mut self.loop_).into_ptr());
         }
     }
 }
@@ -167,8 +184,8 @@ impl Handle {
                 func: func.unbind(),
                 args: args.unbind(),
             })),
-            context: context.unbind(),
-            loop_: loop_.clone().unbind(),
+            context: ManuallyDrop::new(context.unbind()),
+            loop_: ManuallyDrop::new(loop_.clone().unbind()),
             cancelled: AtomicBool::new(false),
             debug_info: GilCell::new(debug_info),
             one_shot,
@@ -228,13 +245,13 @@ impl Handle {
 
     /// Visits every object this handle references, for the collector.
     pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.context)?;
+        visit.call(&*self.context)?;
         self.visit_others(visit)
     }
 
     /// Everything `visit_contents` visits but the context.
     fn visit_others(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
+        visit.call(&*self.loop_)?;
         self.debug_info
             .try_with(|info| match info {
                 Some(info) => {
@@ -269,7 +286,7 @@ impl Handle {
         if sole_untracked {
             crate::gc_visit::traverse_with(ctx, visit)
         } else {
-            visit.call(&self.context)
+            visit.call(&*self.context)
         }
     }
 
@@ -307,7 +324,9 @@ impl Handle {
     /// in a cycle would never be collected).
     pub(crate) fn release_after_run(&self, py: Python<'_>) {
         if self.one_shot {
-            drop(self.callback.take(py));
+            if let Some(callback) = self.callback.take(py) {
+                callback.release(py);
+            }
         }
     }
 
@@ -333,8 +352,8 @@ impl Handle {
                     target: target.clone().unbind(),
                     spec,
                 })),
-                context: context.clone().unbind(),
-                loop_: loop_.clone().unbind(),
+                context: ManuallyDrop::new(context.clone().unbind()),
+                loop_: ManuallyDrop::new(loop_.clone().unbind()),
                 cancelled: AtomicBool::new(false),
                 debug_info: GilCell::new(None),
                 one_shot: false,
