@@ -14,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::PyTypeInfo;
@@ -30,6 +31,24 @@ struct Signature {
 impl Signature {
     fn error(&self, what: String) -> PyErr {
         PyTypeError::new_err(format!("LoopCore.{}() {what}", self.name))
+    }
+
+    /// Built as a Python string, so any name (even one that is not valid
+    /// UTF-8) appears as Python would show it.
+    fn unexpected(&self, name: &Bound<'_, PyString>) -> PyErr {
+        let message = PyString::new(
+            name.py(),
+            &format!(
+                "LoopCore.{}() got an unexpected keyword argument '",
+                self.name
+            ),
+        )
+        .add(name)
+        .and_then(|m| m.add("'"));
+        match message {
+            Ok(message) => PyTypeError::new_err(message.unbind()),
+            Err(err) => err,
+        }
     }
 
     /// Python's wording: 'a'; 'a' and 'b'; 'a', 'b', and 'c'.
@@ -86,14 +105,16 @@ unsafe fn parse<'py, const N: usize>(
             let Ok(name) = name.cast::<PyString>() else {
                 return Err(sig.error("keywords must be strings".into()));
             };
-            let name = name.to_str()?;
-            if name == "context" {
+            // Compared without converting to UTF-8, which a name with lone
+            // surrogates would fail.
+            if *name == *"context" {
                 context = Some(value);
                 continue;
             }
-            let Some(slot) = sig.leading.iter().position(|&p| p == name) else {
-                return Err(sig.error(format!("got an unexpected keyword argument '{name}'")));
+            let Some(slot) = sig.leading.iter().position(|p| *name == **p) else {
+                return Err(sig.unexpected(name));
             };
+            let name = name.to_string_lossy();
             if leading[slot].is_some() {
                 return Err(sig.error(format!("got multiple values for argument '{name}'")));
             }
@@ -153,8 +174,16 @@ unsafe fn enter(
             err.restore(py);
             std::ptr::null_mut()
         }
-        Err(_) => {
-            PySystemError::new_err("ferroloop: a Rust panic in a scheduling method").restore(py);
+        Err(payload) => {
+            // As PyO3's own trampoline reports a panic: a PanicException
+            // (a BaseException, so `except Exception` does not swallow it)
+            // carrying the panic's message.
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic from Rust code".to_string());
+            PanicException::new_err((message,)).restore(py);
             std::ptr::null_mut()
         }
     }

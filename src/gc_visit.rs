@@ -10,6 +10,47 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::PyTraverseError;
 
+/// Py_TPFLAGS_MANAGED_WEAKREF (3.12+): weak references live in front of
+/// the object, where this module does not look.
+const MANAGED_WEAKREF: std::ffi::c_ulong = 1 << 3;
+
+/// True if `obj` can be traversed on behalf of its owner: the owner's is the
+/// only reference, the collector does not track it, and no weak reference
+/// to it exists.
+///
+/// The last condition matters because the collector clears weak references
+/// only to the objects in the garbage it found. A weak reference to a
+/// see-through object would survive into the clearing of that garbage, and
+/// could hand out the object (a queued handle) after its callback had been
+/// cleared. Such an object is visited as it is, and keeps what it holds.
+///
+/// # Safety
+/// `obj` is a live object and the GIL is held (as in every traverse).
+pub(crate) unsafe fn owned_alone_and_untracked(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: reads of the refcount, the tracked bit and the type's slots
+    // of a live object; no Python code runs.
+    unsafe {
+        if ffi::Py_REFCNT(obj) != 1 || ffi::PyObject_GC_IsTracked(obj) != 0 {
+            return false;
+        }
+        let tp = ffi::Py_TYPE(obj);
+        if (*tp).tp_flags as std::ffi::c_ulong & MANAGED_WEAKREF != 0 {
+            return false;
+        }
+        match (*tp).tp_weaklistoffset {
+            0 => true,
+            offset if offset > 0 => {
+                let list = obj
+                    .cast::<u8>()
+                    .add(offset as usize)
+                    .cast::<*mut ffi::PyObject>();
+                (*list).is_null()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What `forward` needs: the visitor, and where it leaves a visitor's error
 /// (PyO3's error type cannot be made from a bare code).
 struct Forwarding<'a, 'v> {

@@ -156,20 +156,9 @@ impl Handle {
         one_shot: bool,
         untrack_context: bool,
     ) -> PyResult<Handle> {
-        let (context, context_untracked) = match context {
+        let (context, copied) = match context {
             Some(ctx) if !ctx.is_none() => (ctx, false),
-            _ => {
-                let copy = copy_current_context(py)?;
-                // The copy is this handle's alone. A handle that will wait
-                // long (a timer, a backlog of callbacks) takes it out of
-                // the collector's sight like itself (see `into_object`), and
-                // tracks it again before releasing it (see `Drop`).
-                let untrack = one_shot && untrack_context;
-                if untrack {
-                    Self::untrack(&copy);
-                }
-                (copy, untrack)
-            }
+            _ => (copy_current_context(py)?, true),
         };
         let debug_info = if debug {
             Some(Box::new(DebugInfo {
@@ -179,6 +168,15 @@ impl Handle {
         } else {
             None
         };
+        // The copy is this handle's alone. A handle that will wait long (a
+        // timer, a backlog of callbacks) takes it out of the collector's
+        // sight like itself (see `into_object`), and tracks it again before
+        // releasing it (see `Drop`). Done after the last step that can fail:
+        // an untracked context must not be released any other way.
+        let context_untracked = copied && one_shot && untrack_context;
+        if context_untracked {
+            Self::untrack(&context);
+        }
         Ok(Handle {
             callback: GilCell::new(Some(Callback::Python {
                 func: func.unbind(),
@@ -279,10 +277,9 @@ impl Handle {
     /// abandoned loop alive.
     fn visit_owned_context(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         let ctx = self.context.as_ptr();
-        // SAFETY: GIL held during traverse; reading the refcount and the
-        // tracked bit calls no Python code.
-        let sole_untracked = self.context_untracked
-            && unsafe { ffi::Py_REFCNT(ctx) == 1 && ffi::PyObject_GC_IsTracked(ctx) == 0 };
+        // SAFETY: a live object we hold; GIL held during traverse.
+        let sole_untracked =
+            self.context_untracked && unsafe { crate::gc_visit::owned_alone_and_untracked(ctx) };
         if sole_untracked {
             crate::gc_visit::traverse_with(ctx, visit)
         } else {
@@ -298,18 +295,16 @@ impl Handle {
     /// its loop, so visiting it alone would count that reference as coming
     /// from outside and keep an abandoned loop alive with all it queued.
     /// Seen through its only owner, the cycle is visible again. A handle
-    /// someone else also holds (a timer the program kept) is visited as is,
-    /// which keeps it and what it references alive, as it must.
+    /// someone else also holds (a timer the program kept), or one with a
+    /// weak reference to it, is visited as is, which keeps it and what it
+    /// references alive (see `gc_visit::owned_alone_and_untracked`).
     pub(crate) fn visit_owned(
         handle: &Bound<'_, Handle>,
         visit: &PyVisit<'_>,
     ) -> Result<(), PyTraverseError> {
-        let ptr = handle.as_ptr();
         // SAFETY: the collector calls traverse with the GIL held, on live
-        // objects; reading the refcount and the tracked bit calls no
-        // Python code.
-        let sole_untracked =
-            unsafe { ffi::Py_REFCNT(ptr) == 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 };
+        // objects.
+        let sole_untracked = unsafe { crate::gc_visit::owned_alone_and_untracked(handle.as_ptr()) };
         if sole_untracked {
             let handle = handle.get();
             handle.visit_owned_context(visit)?;

@@ -1012,6 +1012,36 @@ def test_an_unclosed_loop_a_queued_context_refers_to_is_collected(loop_factory, 
     assert ref() is None
 
 
+def test_a_weakly_referenced_queued_handle_is_never_handed_out_half_cleared(loop_factory):
+    # While the collector clears an abandoned loop, a weak reference to one
+    # of its queued handles must not lead back to a handle whose callback
+    # the collector has already cleared: on asyncio such a reference is
+    # dead by then (the handle is garbage too); ferroloop keeps the loop,
+    # and all it holds, while the reference lives.
+    revived = []
+    refs = {}
+
+    def schedule(loop):
+        first = loop.call_soon(lambda: loop)
+        second = loop.call_soon(lambda: loop)
+
+        def first_gone(_):
+            handle = refs["second"]()
+            if handle is not None:
+                revived.append(handle)
+
+        refs["first"] = weakref.ref(first, first_gone)
+        refs["second"] = weakref.ref(second)
+
+    ref, _ = _abandon(loop_factory, schedule)
+    assert revived == []
+    refs.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert ref() is None
+
+
 def test_a_timer_the_program_keeps_keeps_its_loop_alive(loop_factory):
     # The collector must not free what a live handle still reaches.
     kept = []
