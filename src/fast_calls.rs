@@ -214,81 +214,55 @@ type FastMethod = unsafe extern "C" fn(
     *mut ffi::PyObject,
 ) -> *mut ffi::PyObject;
 
-unsafe extern "C" fn call_soon(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython's calling convention for this method (see `parse`).
-    unsafe {
-        enter(slf, |py, slf| {
-            let Parsed {
-                leading: [callback],
-                args,
-                context,
-            } = parse::<1>(py, &CALL_SOON, args, nargs, kwnames)?;
-            Ok(LoopCore::call_soon(slf, callback, args, context)?.into_ptr())
-        })
-    }
+/// Defines the C entry `$name`: parses the call by `$sig` into the leading
+/// arguments `[$arg, ...]`, `$args` and `$context`, then returns `$body`'s
+/// object.
+macro_rules! entry {
+    ($name:ident, $sig:expr, [$($arg:ident),+], $args:ident, $context:ident, |$slf:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython's calling convention for a METH_FASTCALL |
+            // METH_KEYWORDS method of LoopCore (see `parse` and `enter`).
+            unsafe {
+                enter(slf, |py, $slf| {
+                    let Parsed {
+                        leading: [$($arg),+],
+                        args: $args,
+                        context: $context,
+                    } = parse(py, &$sig, args, nargs, kwnames)?;
+                    Ok($body?.into_ptr())
+                })
+            }
+        }
+    };
 }
 
-unsafe extern "C" fn call_soon_threadsafe(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as for call_soon.
-    unsafe {
-        enter(slf, |py, slf| {
-            let Parsed {
-                leading: [callback],
-                args,
-                context,
-            } = parse::<1>(py, &CALL_SOON_THREADSAFE, args, nargs, kwnames)?;
-            Ok(LoopCore::call_soon_threadsafe(slf, callback, args, context)?.into_ptr())
-        })
-    }
-}
-
-unsafe extern "C" fn call_later(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as for call_soon.
-    unsafe {
-        enter(slf, |py, slf| {
-            let Parsed {
-                leading: [delay, callback],
-                args,
-                context,
-            } = parse::<2>(py, &CALL_LATER, args, nargs, kwnames)?;
-            Ok(LoopCore::call_later(slf, &delay, callback, args, context)?.into_ptr())
-        })
-    }
-}
-
-unsafe extern "C" fn call_at(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: as for call_soon.
-    unsafe {
-        enter(slf, |py, slf| {
-            let Parsed {
-                leading: [when, callback],
-                args,
-                context,
-            } = parse::<2>(py, &CALL_AT, args, nargs, kwnames)?;
-            Ok(LoopCore::call_at(slf, &when, callback, args, context)?.into_ptr())
-        })
-    }
-}
+entry!(call_soon, CALL_SOON, [callback], args, context, |slf| {
+    LoopCore::call_soon(slf, callback, args, context)
+});
+entry!(
+    call_soon_threadsafe,
+    CALL_SOON_THREADSAFE,
+    [callback],
+    args,
+    context,
+    |slf| { LoopCore::call_soon_threadsafe(slf, callback, args, context) }
+);
+entry!(
+    call_later,
+    CALL_LATER,
+    [delay, callback],
+    args,
+    context,
+    |slf| { LoopCore::call_later(slf, &delay, callback, args, context) }
+);
+entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
+    LoopCore::call_at(slf, &when, callback, args, context)
+});
 
 /// Replaces the PyO3 method `name` in LoopCore's dict with `entry`, keeping
 /// the PyO3 method's docstring and text signature (`inspect.signature`).

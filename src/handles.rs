@@ -242,7 +242,7 @@ impl Handle {
     }
 
     /// Visits every object this handle references, for the collector.
-    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&*self.context)?;
         self.visit_others(visit)
     }
@@ -327,7 +327,9 @@ impl Handle {
 
     /// At loop close: drops the callback of a handle that will never run.
     pub(crate) fn release_unrun(&self, py: Python<'_>) {
-        drop(self.callback.take(py));
+        if let Some(callback) = self.callback.take(py) {
+            callback.release(py);
+        }
     }
 
     /// A handle whose callback is `call(target)`, run in `context` (a

@@ -36,9 +36,7 @@ fn _panic_for_tests(message: &str) {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
-    if std::env::var_os("FERRO_NOFAST").is_none() {
-        fast_calls::install(m.py())?;
-    }
+    fast_calls::install(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     handle_alloc::install(m.py());
