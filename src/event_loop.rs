@@ -896,7 +896,7 @@ impl LoopCore {
         py_helpers::future_type(py)?.call((), Some(&kwargs))
     }
 
-    fn time(&self) -> f64 {
+    pub(crate) fn time(&self) -> f64 {
         clock::monotonic()
     }
 
@@ -940,7 +940,7 @@ impl LoopCore {
         self.closed.load(Relaxed)
     }
 
-    fn get_debug(&self) -> bool {
+    pub(crate) fn get_debug(&self) -> bool {
         self.debug()
     }
 

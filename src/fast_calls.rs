@@ -1,6 +1,8 @@
-//! Hand-written C entry points for the scheduling methods: `call_soon`
-//! (every Task step and Future callback goes through it),
-//! `call_soon_threadsafe`, `call_later` and `call_at`.
+//! Hand-written C entry points for the loop's hottest methods: the
+//! scheduling methods `call_soon` (every Task step and Future callback goes
+//! through it), `call_soon_threadsafe`, `call_later` and `call_at`; and the
+//! no-argument `get_debug`, `create_future` and `time`, which skip PyO3's
+//! trampoline (a thread-local count per call) the same way.
 //!
 //! PyO3's generated wrappers parse `(..., callback, *args, context=None)`
 //! with its generic argument parser and enter through its trampoline. These
@@ -16,7 +18,7 @@ use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyString, PyTuple};
 use pyo3::PyTypeInfo;
 
 use crate::event_loop::LoopCore;
@@ -264,9 +266,45 @@ entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
     LoopCore::call_at(slf, &when, callback, args, context)
 });
 
+/// Defines the METH_NOARGS entry `$name`, returning `$body`'s object.
+macro_rules! noargs_entry {
+    ($name:ident, |$py:ident, $slf:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            _unused: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython's calling convention for a METH_NOARGS method
+            // of LoopCore (see `enter`).
+            unsafe {
+                enter(slf, |$py, $slf| {
+                    let obj: PyResult<_> = $body;
+                    Ok(obj?.into_ptr())
+                })
+            }
+        }
+    };
+}
+
+// get_debug is called once per Future and Task made (CPython's C Future
+// asks its loop for the debug flag); create_future once per future awaited.
+noargs_entry!(get_debug, |py, slf| {
+    let debug = LoopCore::get_debug(slf.get());
+    Ok(PyBool::new(py, debug).to_owned())
+});
+noargs_entry!(create_future, |_py, slf| LoopCore::create_future(slf));
+noargs_entry!(time, |py, slf| {
+    let now = LoopCore::time(slf.get());
+    Ok(PyFloat::new(py, now))
+});
+
 /// Replaces the PyO3 method `name` in LoopCore's dict with `entry`, keeping
 /// the PyO3 method's docstring and text signature (`inspect.signature`).
-fn replace(py: Python<'_>, name: &'static std::ffi::CStr, entry: FastMethod) -> PyResult<()> {
+fn replace(
+    py: Python<'_>,
+    name: &'static std::ffi::CStr,
+    entry: ffi::PyMethodDefPointer,
+    flags: std::ffi::c_int,
+) -> PyResult<()> {
     let tp = LoopCore::type_object(py);
     let key = name
         .to_str()
@@ -284,13 +322,11 @@ fn replace(py: Python<'_>, name: &'static std::ffi::CStr, entry: FastMethod) -> 
         (*(*obj.cast::<ffi::PyMethodDescrObject>()).d_method).ml_doc
     };
     // Method descriptors keep a pointer to their definition for good; there
-    // are four, made once per process.
+    // are seven, made once per process.
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: entry,
-        },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_meth: entry,
+        ml_flags: flags,
         ml_doc: doc,
     }));
     // SAFETY: a live type object, GIL held; `def` lives for the process.
@@ -305,8 +341,26 @@ fn replace(py: Python<'_>, name: &'static std::ffi::CStr, entry: FastMethod) -> 
 
 /// Installs the entries; called once from module init.
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
-    replace(py, c"call_soon", call_soon)?;
-    replace(py, c"call_soon_threadsafe", call_soon_threadsafe)?;
-    replace(py, c"call_later", call_later)?;
-    replace(py, c"call_at", call_at)
+    let fast = |entry: FastMethod| ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: entry,
+    };
+    let flags = ffi::METH_FASTCALL | ffi::METH_KEYWORDS;
+    replace(py, c"call_soon", fast(call_soon), flags)?;
+    replace(
+        py,
+        c"call_soon_threadsafe",
+        fast(call_soon_threadsafe),
+        flags,
+    )?;
+    replace(py, c"call_later", fast(call_later), flags)?;
+    replace(py, c"call_at", fast(call_at), flags)?;
+    let noargs = |entry: ffi::PyCFunction| ffi::PyMethodDefPointer { PyCFunction: entry };
+    replace(py, c"get_debug", noargs(get_debug), ffi::METH_NOARGS)?;
+    replace(
+        py,
+        c"create_future",
+        noargs(create_future),
+        ffi::METH_NOARGS,
+    )?;
+    replace(py, c"time", noargs(time), ffi::METH_NOARGS)
 }

@@ -325,6 +325,26 @@ impl Handle {
         }
     }
 
+    /// From the handle's tp_dealloc (`handle_alloc::dealloc`), which runs
+    /// without PyO3's trampoline: releases what is still held through `Py`
+    /// fields with the GIL token in hand. A plain `Py` drop outside any PyO3
+    /// entry would only queue the decref in PyO3's pool, delaying the
+    /// callback's finalization to some later call.
+    pub(crate) fn release_held(&self, py: Python<'_>) {
+        if let Some(Some(callback)) = self.callback.try_take() {
+            callback.release(py);
+        }
+        if let Some(Some(info)) = self.debug_info.try_take() {
+            let DebugInfo {
+                source_traceback,
+                repr,
+            } = *info;
+            for obj in [source_traceback, repr].into_iter().flatten() {
+                obj.drop_ref(py);
+            }
+        }
+    }
+
     /// At loop close: drops the callback of a handle that will never run.
     pub(crate) fn release_unrun(&self, py: Python<'_>) {
         if let Some(callback) = self.callback.take(py) {

@@ -13,6 +13,7 @@ import contextvars
 import errno
 import functools
 import gc
+import inspect
 import logging
 import multiprocessing
 import os
@@ -377,6 +378,23 @@ def test_scheduling_methods_take_and_refuse_arguments_as_asyncio_does(loop, stdl
 
     for args, kwargs in _SCHEDULING_CALLS[method]:
         assert outcome(loop, args, kwargs) == outcome(stdlib_loop, args, kwargs), (args, kwargs)
+
+
+def test_the_no_argument_methods_answer_and_refuse_arguments(loop):
+    # get_debug, create_future and time also have hand-written entries.
+    assert loop.get_debug() is False
+    loop.set_debug(True)
+    assert loop.get_debug() is True
+    loop.set_debug(False)
+    fut = loop.create_future()
+    assert isinstance(fut, asyncio.Future) and fut.get_loop() is loop and not fut.done()
+    before = time.monotonic()
+    now = loop.time()
+    assert type(now) is float and before - 0.01 <= now <= time.monotonic() + 0.01
+    for name in ("get_debug", "create_future", "time"):
+        with pytest.raises(TypeError):
+            getattr(loop, name)(1)
+        assert str(inspect.signature(getattr(loop, name))) == "()"
 
 
 def test_a_callback_given_by_keyword_runs_in_the_given_context(loop):
