@@ -74,6 +74,9 @@ pub struct LoopCore {
     /// `{"loop": self}`, made once: `create_future` passes it to every
     /// `Future(loop=...)` call (the constructor only reads it).
     future_kwargs: GilCell<Option<Py<pyo3::types::PyDict>>>,
+    /// `self.call_soon` bound once, while the loop runs (see
+    /// `bound_call_soon.rs`; the loop <-> method cycle ends with the run).
+    bound_call_soon: GilCell<Option<Py<PyAny>>>,
     tracing: AtomicBool,
     clock_resolution: f64,
 }
@@ -90,6 +93,13 @@ fn release<T>(garbage: Vec<T>) {
 }
 
 impl LoopCore {
+    /// The bound `call_soon` cached for this run, if any.
+    pub(crate) fn bound_call_soon<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.bound_call_soon
+            .try_with(|m| m.as_ref().map(|m| m.bind(py).clone()))
+            .flatten()
+    }
+
     #[inline]
     pub(crate) fn debug(&self) -> bool {
         self.debug.load(Relaxed)
@@ -781,6 +791,7 @@ impl LoopCore {
             progress: Progress::default(),
             tracer: GilCell::new(None),
             future_kwargs: GilCell::new(None),
+            bound_call_soon: GilCell::new(None),
             tracing: AtomicBool::new(false),
             clock_resolution: clock::resolution(),
         })
@@ -894,6 +905,22 @@ impl LoopCore {
             }
         };
         py_helpers::future_type(py)?.call((), Some(&kwargs))
+    }
+
+    /// Binds `call_soon` once for this run (`run_forever` calls it first).
+    fn _cache_call_soon(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let bound = crate::bound_call_soon::bind(slf)?;
+        let old = slf
+            .get()
+            .bound_call_soon
+            .replace(slf.py(), Some(bound.unbind()));
+        drop(old);
+        Ok(())
+    }
+
+    /// Drops the cached bound method (`run_forever` calls it last).
+    fn _uncache_call_soon(&self, py: Python<'_>) {
+        drop(self.bound_call_soon.take(py));
     }
 
     pub(crate) fn time(&self) -> f64 {
@@ -1236,6 +1263,9 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         self.future_kwargs
             .try_with(|k| visit.call(k.as_ref()))
+            .unwrap_or(Ok(()))?;
+        self.bound_call_soon
+            .try_with(|m| visit.call(m.as_ref()))
             .unwrap_or(Ok(()))
     }
 
@@ -1249,5 +1279,6 @@ impl LoopCore {
         drop(self.current_handle.try_take());
         drop(self.tracer.try_take());
         drop(self.future_kwargs.try_take());
+        drop(self.bound_call_soon.try_take());
     }
 }

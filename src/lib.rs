@@ -3,6 +3,7 @@
 //! The Python package (`python/ferroloop`) builds the public loop class on
 //! top of [`event_loop::LoopCore`].
 
+mod bound_call_soon;
 mod call;
 mod clock;
 mod errors;
@@ -37,6 +38,7 @@ fn _panic_for_tests(message: &str) {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     fast_calls::install(m.py())?;
+    bound_call_soon::install(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     handle_alloc::install(m.py());

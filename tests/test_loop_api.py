@@ -397,6 +397,46 @@ def test_the_no_argument_methods_answer_and_refuse_arguments(loop):
         assert str(inspect.signature(getattr(loop, name))) == "()"
 
 
+def test_call_soon_put_on_the_loop_instance_is_what_tasks_and_futures_use(loop):
+    # ferroloop's class-level call_soon hands C Tasks and Futures a cached
+    # bound method; an instance attribute must still win, as in asyncio.
+    calls = []
+    original = loop.call_soon
+
+    def spy(callback, *args, context=None):
+        calls.append(callback)
+        return original(callback, *args, context=context)
+
+    loop.call_soon = spy
+
+    async def main():
+        fut = loop.create_future()
+        loop.call_later(0.001, fut.set_result, 7)
+        await asyncio.sleep(0)
+        return await fut
+
+    assert loop.run_until_complete(main()) == 7
+    assert len(calls) >= 3, calls
+    del loop.call_soon
+    calls.clear()
+    assert loop.run_until_complete(main()) == 7
+    assert calls == []
+
+
+def test_call_soon_reached_through_the_class_is_the_same_method(loop):
+    cls_attr = type(loop).call_soon
+    assert cls_attr.__name__ == "call_soon"
+    assert "callback" in inspect.signature(cls_attr).parameters
+    seen = []
+    handle = cls_attr(loop, seen.append, 1)
+    assert not handle.cancelled()
+    run_briefly(loop)
+    assert seen == [1]
+    # asyncio's plain function fails on the loop's attributes instead.
+    with pytest.raises((TypeError, AttributeError)):
+        cls_attr(object(), seen.append)
+
+
 def test_a_callback_given_by_keyword_runs_in_the_given_context(loop):
     var = contextvars.ContextVar("var", default="unset")
     ctx = contextvars.copy_context()

@@ -74,7 +74,6 @@ class EventLoop(
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._old_agen_hooks = None
-        self._cached_call_soon = None
         self.set_debug(_debug.debug_requested())
         self._init_introspection()
 
@@ -132,24 +131,6 @@ class EventLoop(
         if self._old_agen_hooks is not None:
             sys.set_asyncgen_hooks(*self._old_agen_hooks)
             self._old_agen_hooks = None
-
-    def _cache_call_soon(self):
-        # C Futures and Tasks look ``call_soon`` up on the loop each time
-        # they schedule a callback with a context, and a method found on the
-        # class is bound anew on every lookup (an allocation the collector
-        # counts). A bound method in the instance dict is found first and
-        # reused: tasks doing sleep(0) gain 7-10%. Kept only while the loop
-        # runs, so the loop <-> method cycle never outlives run_forever, and
-        # never over a call_soon the program put on the instance itself.
-        attrs = self.__dict__
-        if "call_soon" not in attrs:
-            attrs["call_soon"] = self._cached_call_soon = self.call_soon
-
-    def _uncache_call_soon(self):
-        cached, self._cached_call_soon = self._cached_call_soon, None
-        attrs = self.__dict__
-        if cached is not None and attrs.get("call_soon") is cached:
-            del attrs["call_soon"]
 
     def run_forever(self):
         """Run until ``stop()`` is called."""
