@@ -1,6 +1,7 @@
 //! Allocation and deallocation of `Handle` and `TimerHandle` objects:
-//! allocated outside the cyclic collector's allocation count, freed without
-//! PyO3's trampoline (see `dealloc`).
+//! allocated outside the cyclic collector's allocation count, built without
+//! PyO3's initializer (see `new_handle`), freed without PyO3's trampoline
+//! (see `dealloc`).
 //!
 //! PyO3 makes every class a GC type, and CPython counts each new GC object
 //! towards the next collection, whether or not it is ever tracked. The loop
@@ -20,13 +21,16 @@
 //! own path, since their layout may carry more in front of the object.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+use std::mem::{align_of, size_of};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::Relaxed};
 
 use pyo3::ffi;
 use pyo3::impl_::pycell::PyClassObjectBaseLayout;
 use pyo3::impl_::pyclass::PyClassImpl;
 use pyo3::prelude::*;
 use pyo3::Borrowed;
+use pyo3::PyClassInitializer;
 use pyo3::PyTypeInfo;
 
 use crate::handles::{Handle, TimerHandle};
@@ -37,6 +41,135 @@ const GC_HEAD: usize = 2 * std::mem::size_of::<usize>();
 
 static HANDLE_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
 static TIMER_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Set by `install` once the layout below is confirmed.
+static DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Where PyO3 puts the parts of the two objects (checked by `install`): a
+/// handle's Rust value right after the object header, then its weakref
+/// list; a timer's own value after all of its handle part.
+const HANDLE_VALUE: usize = size_of::<ffi::PyObject>();
+const WEAKLIST: usize = HANDLE_VALUE + size_of::<Handle>();
+const TIMER_VALUE: usize = WEAKLIST + size_of::<*mut ffi::PyObject>();
+
+/// Whether handles are built by `new_handle`/`new_timer` below rather than
+/// PyO3's initializer (false only if PyO3's layout was not recognized).
+pub(crate) fn builds_directly() -> bool {
+    DIRECT.load(Relaxed)
+}
+
+/// A new handle object holding `value`, born untracked (see `alloc`).
+///
+/// PyO3's initializer calls the base type's `tp_new` (CPython's
+/// `object_new`, with an empty argument tuple and its checks) only to reach
+/// `tp_alloc`; with it, making the object was 4% of the call_soon row.
+/// Here the value and the empty weakref list are written where PyO3's own
+/// accessors read them, which `install` checked.
+#[inline(always)]
+pub(crate) fn new_handle(py: Python<'_>, value: Handle) -> PyResult<Py<Handle>> {
+    if !DIRECT.load(Relaxed) {
+        return Py::new(py, value);
+    }
+    // SAFETY: `DIRECT` means the offsets above are those of PyO3's layout
+    // for this type, and `alloc` returns room for all of it.
+    unsafe {
+        let obj = new_object(py, HANDLE_TYPE.load(Relaxed))?;
+        write_handle_part(obj, value);
+        Ok(Bound::from_owned_ptr(py, obj)
+            .cast_into_unchecked::<Handle>()
+            .unbind())
+    }
+}
+
+/// `new_handle` for a timer: its handle part, then its own value.
+#[inline(always)]
+pub(crate) fn new_timer(
+    py: Python<'_>,
+    base: Handle,
+    value: TimerHandle,
+) -> PyResult<Py<TimerHandle>> {
+    if !DIRECT.load(Relaxed) {
+        return Py::new(py, PyClassInitializer::from(base).add_subclass(value));
+    }
+    // SAFETY: as in `new_handle`.
+    unsafe {
+        let obj = new_object(py, TIMER_TYPE.load(Relaxed))?;
+        write_handle_part(obj, base);
+        ptr::write(
+            obj.cast::<u8>().add(TIMER_VALUE).cast::<TimerHandle>(),
+            value,
+        );
+        Ok(Bound::from_owned_ptr(py, obj)
+            .cast_into_unchecked::<TimerHandle>()
+            .unbind())
+    }
+}
+
+/// # Safety
+/// `tp` is one of the two types, `alloc` installed on it; GIL held.
+#[inline(always)]
+unsafe fn new_object(py: Python<'_>, tp: *mut ffi::PyTypeObject) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: by the contract.
+    let obj = unsafe { alloc(tp, 0) };
+    if obj.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        Ok(obj)
+    }
+}
+
+/// # Safety
+/// `obj` is fresh from `new_object`, its contents not written yet.
+#[inline(always)]
+unsafe fn write_handle_part(obj: *mut ffi::PyObject, value: Handle) {
+    // SAFETY: by the contract, both offsets are inside the object and
+    // suitably aligned (`install` checked them).
+    unsafe {
+        let body = obj.cast::<u8>();
+        ptr::write(body.add(HANDLE_VALUE).cast::<Handle>(), value);
+        ptr::write(
+            body.add(WEAKLIST).cast::<*mut ffi::PyObject>(),
+            ptr::null_mut(),
+        );
+    }
+}
+
+/// True if PyO3 lays out both classes as the offsets above say: the sizes
+/// and weakref offset CPython was given, and where PyO3's accessors find
+/// the values of objects its own initializer made.
+fn layout_is_known(py: Python<'_>) -> bool {
+    let (handle_tp, timer_tp) = (
+        Handle::type_object_raw(py),
+        TimerHandle::type_object_raw(py),
+    );
+    // SAFETY: live type objects, GIL held.
+    let (handle_tp, timer_tp) = unsafe { (&*handle_tp, &*timer_tp) };
+    let word = align_of::<*mut ffi::PyObject>();
+    if align_of::<Handle>() > word
+        || align_of::<TimerHandle>() > word
+        || size_of::<Handle>() % word != 0
+        || handle_tp.tp_basicsize as usize != TIMER_VALUE
+        || handle_tp.tp_weaklistoffset as usize != WEAKLIST
+        || timer_tp.tp_basicsize as usize != TIMER_VALUE + size_of::<TimerHandle>()
+        || timer_tp.tp_weaklistoffset as usize != WEAKLIST
+    {
+        return false;
+    }
+    let (Ok(handle), Ok(timer)) = (
+        Bound::new(py, Handle::probe(py)),
+        Bound::new(
+            py,
+            PyClassInitializer::from(Handle::probe(py)).add_subclass(TimerHandle::new(0.0)),
+        ),
+    ) else {
+        return false;
+    };
+    let offset =
+        |obj: *mut ffi::PyObject, part: *const u8| (part as usize).wrapping_sub(obj as usize);
+    offset(handle.as_ptr(), ptr::from_ref(handle.get()).cast()) == HANDLE_VALUE
+        && offset(timer.as_ptr(), ptr::from_ref(timer.as_super().get()).cast()) == HANDLE_VALUE
+        && offset(timer.as_ptr(), ptr::from_ref(timer.get()).cast()) == TIMER_VALUE
+}
 
 fn is_ours(tp: *mut ffi::PyTypeObject) -> bool {
     !tp.is_null() && (tp == HANDLE_TYPE.load(Relaxed) || tp == TIMER_TYPE.load(Relaxed))
@@ -128,6 +261,9 @@ pub(crate) fn install(py: Python<'_>) {
     if cfg!(Py_GIL_DISABLED) {
         return;
     }
+    // Checked before any slot changes, on objects PyO3 makes and frees the
+    // usual way.
+    let layout_known = layout_is_known(py);
     // SAFETY: as below; no instance exists yet.
     unsafe {
         (*Handle::type_object_raw(py)).tp_dealloc = Some(dealloc::<Handle>);
@@ -154,4 +290,6 @@ pub(crate) fn install(py: Python<'_>) {
             (*tp).tp_free = Some(free);
         }
     }
+    let both_ours = is_ours(HANDLE_TYPE.load(Relaxed)) && is_ours(TIMER_TYPE.load(Relaxed));
+    DIRECT.store(layout_known && both_ours, Relaxed);
 }

@@ -2,7 +2,7 @@
 //! the ready queue and timer heap hold.
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -191,6 +191,20 @@ impl Handle {
         })
     }
 
+    /// A handle with nothing to run, for `handle_alloc::install` to find
+    /// where PyO3 keeps a handle inside its object.
+    pub(crate) fn probe(py: Python<'_>) -> Handle {
+        Handle {
+            callback: GilCell::new(None),
+            context: ManuallyDrop::new(py.None()),
+            loop_: ManuallyDrop::new(py.None()),
+            cancelled: AtomicBool::new(false),
+            debug_info: GilCell::new(None),
+            one_shot: false,
+            context_untracked: false,
+        }
+    }
+
     /// Makes a Python object of `handle`, visible to the cyclic garbage
     /// collector only if it must be.
     ///
@@ -204,7 +218,7 @@ impl Handle {
     /// signal handlers) and debug-mode handles stay collectable.
     pub(crate) fn into_object(py: Python<'_>, handle: Handle) -> PyResult<Py<Handle>> {
         let collectable = !handle.one_shot;
-        let obj = Py::new(py, handle)?;
+        let obj = crate::handle_alloc::new_handle(py, handle)?;
         Self::settle_tracking(obj.bind(py).as_any(), collectable);
         Ok(obj)
     }
@@ -587,19 +601,34 @@ pub struct TimerHandle {
     /// True while the timer sits in the loop's heap; only then does a
     /// cancellation count towards the heap clean-up threshold.
     scheduled: AtomicBool,
+    /// Scheduling order, set when the timer enters the heap: timers due at
+    /// the same time run in the order they were scheduled.
+    seq: AtomicU64,
 }
 
 impl TimerHandle {
     /// A timer over `base`, collectable as `Handle::into_object` decides.
     pub(crate) fn create(py: Python<'_>, when: f64, base: Handle) -> PyResult<Py<TimerHandle>> {
         let collectable = !base.one_shot;
-        let init = PyClassInitializer::from(base).add_subclass(TimerHandle {
-            when,
-            scheduled: AtomicBool::new(false),
-        });
-        let obj = Py::new(py, init)?;
+        let obj = crate::handle_alloc::new_timer(py, base, Self::new(when))?;
         Handle::settle_tracking(obj.bind(py).as_any(), collectable);
         Ok(obj)
+    }
+
+    pub(crate) fn new(when: f64) -> TimerHandle {
+        TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Relaxed)
+    }
+
+    pub(crate) fn set_seq(&self, seq: u64) {
+        self.seq.store(seq, Relaxed);
     }
 
     pub(crate) fn deadline(&self) -> f64 {

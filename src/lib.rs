@@ -34,6 +34,14 @@ fn _panic_for_tests(message: &str) {
     panic!("{message}");
 }
 
+/// Whether this build recognized PyO3's object layout and makes handles
+/// without its initializer (see `handle_alloc`); checked by the test suite
+/// so a PyO3 upgrade cannot silently take the slow path.
+#[pyfunction]
+fn _handles_built_directly() -> bool {
+    handle_alloc::builds_directly()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
@@ -46,5 +54,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock_ops::SockWaiter>()?;
     m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_handles_built_directly, m)?)?;
     Ok(())
 }

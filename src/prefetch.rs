@@ -24,3 +24,20 @@ pub(crate) fn object(object: *mut ffi::PyObject) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = object;
 }
+
+/// Starts loading `lines` cache lines from `start`.
+#[inline(always)]
+pub(crate) fn lines<T>(start: *const T, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as above; `wrapping_add` keeps the address arithmetic defined
+    // even past the end of an allocation.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = start.cast::<i8>();
+        for line in 0..lines {
+            _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * 64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, lines);
+}

@@ -17,6 +17,7 @@ import inspect
 import logging
 import multiprocessing
 import os
+import random
 import re
 import signal
 import socket
@@ -275,6 +276,39 @@ def test_call_at_orders_by_deadline_and_runs_equal_deadlines_together(loop):
     assert order[11:] == [("later", 0)]
 
 
+def test_ferroloop_runs_thousands_of_timers_by_deadline_then_scheduling_order(loop_factory):
+    # Many timers sharing a few deadlines, most of them cancelled (which
+    # makes the loop rebuild its heap), some cancelled after others ran.
+    # asyncio's heap leaves equal deadlines in no set order; ferroloop runs
+    # them in the order they were scheduled.
+    if loop_factory.name != "ferroloop":
+        pytest.skip("scheduling order among equal deadlines is ferroloop's")
+    loop = loop_factory()
+    rng = random.Random(7)
+    ran, expected, late_cancels = [], [], []
+    try:
+        base = loop.time() + 0.01
+        for i in range(3000):
+            when = base + rng.randrange(20) * 0.001
+            handle = loop.call_at(when, ran.append, (when, i))
+            fate = rng.random()
+            if fate < 0.6:
+                handle.cancel()
+            elif fate < 0.7:
+                late_cancels.append(handle)
+            else:
+                expected.append((when, i))
+        loop.call_at(base + 0.0095, lambda: [h.cancel() for h in late_cancels])
+        kept_late = [(h.when(), None) for h in late_cancels if h.when() < base + 0.0095]
+        run_briefly(loop, 0.05)
+    finally:
+        loop.close()
+    ran_late = [entry for entry in ran if entry not in expected]
+    assert [entry for entry in ran if entry in expected] == sorted(expected)
+    assert len(ran_late) == len(kept_late)
+    assert ran == sorted(ran)
+
+
 def test_call_later_zero_runs_after_callbacks_already_ready(loop):
     order = []
     loop.call_soon(order.append, "soon 1")
@@ -461,6 +495,37 @@ def test_handles_and_timer_handles_are_weak_referenceable(loop):
     assert hasattr(timer, "when") and not hasattr(handle, "when")
     handle.cancel()
     timer.cancel()
+
+
+def test_handles_keep_their_state_and_tell_weak_references_when_they_go(loop):
+    # Each kind of handle the loop makes, each with a weak reference whose
+    # callback must run once the loop has let go of the handle.
+    ran, gone = [], []
+    when = loop.time() + 0.01
+    handles = [loop.call_soon(ran.append, "soon"),
+               loop.call_later(0.005, ran.append, "later"),
+               loop.call_at(when, ran.append, "at"),
+               loop.call_soon_threadsafe(ran.append, "threadsafe")]
+    assert handles[2].when() == when
+    assert [h.cancelled() for h in handles] == [False] * 4
+    refs = [weakref.ref(h, lambda _, i=i: gone.append(i)) for i, h in enumerate(handles)]
+    assert "append" in repr(handles[0]) and "when=" in repr(handles[1])
+    del handles
+    run_briefly(loop, 0.05)
+    gc.collect()
+    assert sorted(ran) == ["at", "later", "soon", "threadsafe"]
+    assert sorted(gone) == [0, 1, 2, 3]
+    assert [r() for r in refs] == [None] * 4
+
+
+def test_ferroloop_builds_its_handles_without_pyo3s_initializer(loop_factory):
+    # The fast path depends on PyO3's object layout, recognized at import;
+    # a PyO3 upgrade that changes it must show up here, not only as a slower
+    # benchmark.
+    if loop_factory.name != "ferroloop":
+        pytest.skip("a property of ferroloop's native core")
+    from ferroloop import _core
+    assert _core._handles_built_directly() is True
 
 
 def test_pending_ferroloop_handles_do_not_bring_collections_forward(loop_factory):
