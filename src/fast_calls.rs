@@ -81,6 +81,39 @@ struct Parsed<'py, const N: usize> {
     context: Option<Bound<'py, PyAny>>,
 }
 
+/// The last keyword-name tuple seen that is exactly `("context",)`, kept
+/// alive (so its address cannot be reused by another tuple). Every Task
+/// step calls `call_soon(step, context=ctx)` with the same tuple (a
+/// constant of `_asyncio`, as a call site's names are constants of its
+/// code), so one pointer comparison replaces reading the names.
+static CONTEXT_ONLY: std::sync::atomic::AtomicPtr<ffi::PyObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// # Safety
+/// `kwnames` is a live tuple of keyword names; GIL held.
+#[inline(always)]
+unsafe fn is_context_only(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if CONTEXT_ONLY.load(Relaxed) == kwnames {
+        return true;
+    }
+    // SAFETY: by the contract.
+    let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+    let matches = names.len() == 1
+        && names.get_item(0).is_ok_and(|name| {
+            name.cast::<PyString>()
+                .is_ok_and(|name| *name == *"context")
+        });
+    if matches {
+        let previous = CONTEXT_ONLY.swap(names.unbind().into_ptr(), Relaxed);
+        if !previous.is_null() {
+            // SAFETY: the reference the cache held; GIL held.
+            unsafe { ffi::Py_DECREF(previous) };
+        }
+    }
+    matches
+}
+
 /// # Safety
 /// `args` holds `nargs` positional then `len(kwnames)` keyword values, all
 /// borrowed for the call, as in any METH_FASTCALL | METH_KEYWORDS call; and
@@ -98,7 +131,9 @@ unsafe fn parse<'py, const N: usize>(
     let mut leading: [Option<Bound<'py, PyAny>>; N] =
         std::array::from_fn(|i| (i < nargs).then(|| arg(i)));
     let mut context = None;
-    if !kwnames.is_null() {
+    if !kwnames.is_null() && is_context_only(py, kwnames) {
+        context = Some(arg(nargs));
+    } else if !kwnames.is_null() {
         // SAFETY: CPython passes a tuple of keyword names, or NULL.
         let names =
             unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };

@@ -471,6 +471,24 @@ def test_call_soon_reached_through_the_class_is_the_same_method(loop):
         cls_attr(object(), seen.append)
 
 
+def test_keyword_names_built_afresh_each_call_are_read_each_time(loop):
+    # Keyword names from a ** call are a new tuple per call, which may take
+    # the address of the previous call's; only the names may decide what
+    # each argument is.
+    var = contextvars.ContextVar("var", default="unset")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in ctx")
+    seen = []
+    for i in range(200):
+        loop.call_soon(lambda i=i: seen.append((i, var.get())), **{"context": ctx})
+        loop.call_soon(**{"callback": functools.partial(seen.append, (i, "named"))})
+        with pytest.raises(TypeError, match="unexpected keyword argument 'contexts'"):
+            loop.call_soon(noop, **{"contexts": ctx})
+    run_briefly(loop)
+    assert [entry for entry in seen if entry[1] == "in ctx"] == [(i, "in ctx") for i in range(200)]
+    assert [entry for entry in seen if entry[1] == "named"] == [(i, "named") for i in range(200)]
+
+
 def test_a_callback_given_by_keyword_runs_in_the_given_context(loop):
     var = contextvars.ContextVar("var", default="unset")
     ctx = contextvars.copy_context()
