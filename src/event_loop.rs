@@ -29,7 +29,7 @@ use crate::handles::{Handle, TimerHandle};
 use crate::loop_stats::{LoopStats, Progress, LAG_BOUNDS};
 use crate::py_helpers;
 use crate::sock_ops;
-use crate::sys::{Events, Interest, Poller, Waker};
+use crate::sys::{cpu, Events, Interest, Poller, Waker};
 use crate::timers::TimerHeap;
 
 /// asyncio's cap on one poll's timeout (a day), so a far-away timer never
@@ -37,7 +37,7 @@ use crate::timers::TimerHeap;
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 
 /// How many callbacks another thread may queue ahead of the loop before it
-/// hands the GIL over (see `let_the_loop_catch_up`).
+/// hands the GIL over, when the two share one CPU (see `let_the_loop_catch_up`).
 const YIELD_EVERY_QUEUED: usize = 2048;
 
 #[derive(Default)]
@@ -180,21 +180,26 @@ impl LoopCore {
     }
 
     /// Called by a thread that has queued YIELD_EVERY_QUEUED callbacks the
-    /// loop has not run yet: hands the GIL over until the loop has started
-    /// on them (at most a millisecond, in case the loop thread is busy
-    /// without the GIL).
+    /// loop has not run yet. If that thread and the loop's share one CPU, it
+    /// hands the GIL over until the loop has started on them (at most a
+    /// millisecond, in case the loop thread is busy without the GIL).
     ///
-    /// A producer thread otherwise keeps the GIL for the whole switch
-    /// interval (5 ms), queueing tens of thousands of handles and context
-    /// copies; their memory is then freed in one go, and the allocator
-    /// returns it to the system only to fault it in again in the next
-    /// interval (13% of the time of call_soon_threadsafe, in the kernel).
-    /// Releasing the GIL is not enough by itself: a producer on another
-    /// core takes it straight back, and only delays the loop thread's own
-    /// switch request.
+    /// On one CPU, a producer thread otherwise keeps the GIL for the whole
+    /// switch interval (5 ms), queueing tens of thousands of handles and
+    /// context copies; their memory is then freed in one go, and the
+    /// allocator returns it to the system only to fault it in again in the
+    /// next interval (13% of the time of call_soon_threadsafe, in the
+    /// kernel). Releasing the GIL is not enough by itself: the producer
+    /// takes it straight back, and only delays the loop thread's own switch
+    /// request.
+    ///
+    /// On two CPUs the same hand-over costs more than it saves: each one
+    /// wakes the other thread across CPUs. With the benchmark's producer,
+    /// best of 6: 4.8 M callbacks/s with it against 5.2 M without, while on
+    /// one CPU it gives 6.7-6.8 M against 5.1-5.6 M.
     fn let_the_loop_catch_up(&self, py: Python<'_>) {
         let owner = self.thread_id.load(Relaxed);
-        if owner == 0 || owner == current_thread_ident() {
+        if owner == 0 || owner == current_thread_ident() || !cpu::confined_to_one_cpu() {
             return;
         }
         let progress = &self.progress;

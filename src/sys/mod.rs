@@ -11,6 +11,7 @@ mod epoll;
 #[cfg(target_os = "linux")]
 pub use epoll::{Events, Poller};
 
+pub mod cpu;
 pub mod net;
 mod waker;
 pub use waker::Waker;

@@ -1,0 +1,72 @@
+//! Which CPUs the calling thread may run on.
+
+/// True if the calling thread may run on one CPU only (`taskset -c 0`, a
+/// one-CPU cpuset). Then a thread feeding the loop and the loop's own
+/// thread take turns on that CPU; otherwise they usually run side by side.
+///
+/// One system call, no allocation: cheap enough to ask every couple of
+/// thousand callbacks, so a process re-pinned while it runs is noticed.
+#[cfg(target_os = "linux")]
+pub fn confined_to_one_cpu() -> bool {
+    // SAFETY: `set` is a plain bit array that the call fills; its size is
+    // passed along, and pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            // Unknown (more than CPU_SETSIZE CPUs): certainly not one.
+            return false;
+        }
+        libc::CPU_COUNT(&set) == 1
+    }
+}
+
+/// Elsewhere threads cannot be confined to a CPU this way.
+#[cfg(not(target_os = "linux"))]
+pub fn confined_to_one_cpu() -> bool {
+    false
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::confined_to_one_cpu;
+
+    fn affinity() -> libc::cpu_set_t {
+        // SAFETY: as in `confined_to_one_cpu`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            set
+        }
+    }
+
+    fn set_affinity(set: &libc::cpu_set_t) {
+        // SAFETY: a filled set of the size passed; pid 0 is this thread.
+        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn tells_one_cpu_from_several() {
+        // In a thread of its own, so other tests keep their CPUs.
+        std::thread::spawn(|| {
+            let all = affinity();
+            let first = (0..libc::CPU_SETSIZE as usize)
+                .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &all) })
+                .expect("the thread may run somewhere");
+            // SAFETY: plain bit operations on a zeroed set.
+            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::CPU_SET(first, &mut one) };
+            set_affinity(&one);
+            assert!(confined_to_one_cpu());
+            set_affinity(&all);
+            // SAFETY: counting bits of a filled set.
+            let several = unsafe { libc::CPU_COUNT(&all) } > 1;
+            assert_eq!(confined_to_one_cpu(), !several);
+        })
+        .join()
+        .unwrap();
+    }
+}
