@@ -960,15 +960,15 @@ impl LoopCore {
 
     // ---- state ---------------------------------------------------------
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.store(true, Relaxed);
     }
 
-    fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.thread_id.load(Relaxed) != 0
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
     }
 

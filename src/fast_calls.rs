@@ -1,8 +1,9 @@
 //! Hand-written C entry points for the loop's hottest methods: the
 //! scheduling methods `call_soon` (every Task step and Future callback goes
 //! through it), `call_soon_threadsafe`, `call_later` and `call_at`; and the
-//! no-argument `get_debug`, `create_future` and `time`, which skip PyO3's
-//! trampoline (a thread-local count per call) the same way.
+//! no-argument `get_debug`, `create_future`, `time`, `is_running`,
+//! `is_closed` and `stop`, which skip PyO3's trampoline (a thread-local
+//! count per call) the same way and fail a wrong call as asyncio does.
 //!
 //! PyO3's generated wrappers parse `(..., callback, *args, context=None)`
 //! with its generic argument parser and enter through its trampoline. These
@@ -28,32 +29,69 @@ use crate::event_loop::LoopCore;
 struct Signature {
     name: &'static str,
     leading: &'static [&'static str],
+    /// Takes `*args` and the keyword-only `context`.
+    scheduling: bool,
 }
 
 impl Signature {
+    #[cold]
+    #[inline(never)]
     fn error(&self, what: String) -> PyErr {
         PyTypeError::new_err(format!("LoopCore.{}() {what}", self.name))
     }
 
     /// Built as a Python string, so any name (even one that is not valid
-    /// UTF-8) appears as Python would show it.
+    /// UTF-8) appears as Python would show it. Python names `self` among
+    /// a method's parameters, so that one is a duplicate, not unknown.
+    /// (asyncio's methods are Python functions, whose messages these are.)
+    #[cold]
+    #[inline(never)]
     fn unexpected(&self, name: &Bound<'_, PyString>) -> PyErr {
+        let py = name.py();
+        if *name == *"self" {
+            return self.error("got multiple values for argument 'self'".into());
+        }
         let message = PyString::new(
-            name.py(),
+            py,
             &format!(
                 "LoopCore.{}() got an unexpected keyword argument '",
                 self.name
             ),
         )
         .add(name)
-        .and_then(|m| m.add("'"));
+        .and_then(|m| m.add("'"))
+        .and_then(|m| match self.suggestion(name) {
+            Some(close) => m.add(". Did you mean '")?.add(close)?.add("'?"),
+            None => Ok(m),
+        });
         match message {
             Ok(message) => PyTypeError::new_err(message.unbind()),
             Err(err) => err,
         }
     }
 
+    /// The parameter Python 3.13+ would suggest for a mistyped keyword
+    /// ("Did you mean 'context'?"), found by the interpreter's own
+    /// algorithm among the names a Python method of this signature accepts
+    /// by keyword: `self`, the leading ones and `context`.
+    fn suggestion<'py>(&self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyString>> {
+        let py = name.py();
+        if py.version_info() < (3, 13) {
+            return None;
+        }
+        let context: &[&str] = if self.scheduling { &["context"] } else { &[] };
+        let names = ["self"].iter().chain(self.leading).chain(context);
+        let candidates = pyo3::types::PyList::new(py, names).ok()?;
+        py.import("_suggestions")
+            .and_then(|m| m.call_method1("_generate_suggestions", (candidates, name)))
+            .ok()?
+            .cast_into::<PyString>()
+            .ok()
+    }
+
     /// Python's wording: 'a'; 'a' and 'b'; 'a', 'b', and 'c'.
+    #[cold]
+    #[inline(never)]
     fn missing(&self, names: &[&str]) -> PyErr {
         let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
         let list = match quoted.as_slice() {
@@ -229,18 +267,22 @@ unsafe fn enter(
 const CALL_SOON: Signature = Signature {
     name: "call_soon",
     leading: &["callback"],
+    scheduling: true,
 };
 const CALL_SOON_THREADSAFE: Signature = Signature {
     name: "call_soon_threadsafe",
     leading: &["callback"],
+    scheduling: true,
 };
 const CALL_LATER: Signature = Signature {
     name: "call_later",
     leading: &["delay", "callback"],
+    scheduling: true,
 };
 const CALL_AT: Signature = Signature {
     name: "call_at",
     leading: &["when", "callback"],
+    scheduling: true,
 };
 
 /// The C signature of a METH_FASTCALL | METH_KEYWORDS method.
@@ -301,23 +343,71 @@ entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
     LoopCore::call_at(slf, &when, callback, args, context)
 });
 
-/// Defines the METH_NOARGS entry `$name`, returning `$body`'s object.
+/// Defines the entry `$name` of a method without parameters, returning
+/// `$body`'s object. A METH_FASTCALL | METH_KEYWORDS entry rather than
+/// METH_NOARGS, so that a wrong call fails with the message of asyncio's
+/// Python method ("takes 1 positional argument but 2 were given", "got an
+/// unexpected keyword argument"), not CPython's "takes no arguments".
 macro_rules! noargs_entry {
     ($name:ident, |$py:ident, $slf:ident| $body:expr) => {
         unsafe extern "C" fn $name(
             slf: *mut ffi::PyObject,
-            _unused: *mut ffi::PyObject,
+            _args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
-            // SAFETY: CPython's calling convention for a METH_NOARGS method
-            // of LoopCore (see `enter`).
+            // SAFETY: CPython's calling convention for a METH_FASTCALL |
+            // METH_KEYWORDS method of LoopCore (see `enter`).
             unsafe {
                 enter(slf, |$py, $slf| {
+                    if nargs != 0 || !kwnames.is_null() {
+                        return Err(no_arguments_expected(
+                            $py,
+                            stringify!($name),
+                            nargs,
+                            kwnames,
+                        ));
+                    }
                     let obj: PyResult<_> = $body;
                     Ok(obj?.into_ptr())
                 })
             }
         }
     };
+}
+
+/// The error of a call that passed arguments to a method taking none: as
+/// CPython checks a Python function's call, keywords first.
+///
+/// # Safety
+/// `kwnames` is NULL or the call's tuple of keyword names; GIL held.
+#[cold]
+#[inline(never)]
+unsafe fn no_arguments_expected(
+    py: Python<'_>,
+    name: &'static str,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyErr {
+    let sig = Signature {
+        name,
+        leading: &[],
+        scheduling: false,
+    };
+    if !kwnames.is_null() {
+        // SAFETY: by the contract.
+        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) };
+        if let Ok(first) = names.get_item(0) {
+            return match first.cast_into::<PyString>() {
+                Ok(first) => sig.unexpected(&first),
+                Err(_) => sig.error("keywords must be strings".into()),
+            };
+        }
+    }
+    sig.error(format!(
+        "takes 1 positional argument but {} were given",
+        nargs.max(0) + 1
+    ))
 }
 
 // get_debug is called once per Future and Task made (CPython's C Future
@@ -330,6 +420,16 @@ noargs_entry!(create_future, |_py, slf| LoopCore::create_future(slf));
 noargs_entry!(time, |py, slf| {
     let now = LoopCore::time(slf.get());
     Ok(PyFloat::new(py, now))
+});
+noargs_entry!(is_running, |py, slf| {
+    Ok(PyBool::new(py, slf.get().is_running()).to_owned())
+});
+noargs_entry!(is_closed, |py, slf| {
+    Ok(PyBool::new(py, slf.get().is_closed()).to_owned())
+});
+noargs_entry!(stop, |py, slf| {
+    slf.get().stop();
+    Ok(py.None())
 });
 
 /// Replaces the PyO3 method `name` in LoopCore's dict with `entry`, keeping
@@ -357,7 +457,7 @@ fn replace(
         (*(*obj.cast::<ffi::PyMethodDescrObject>()).d_method).ml_doc
     };
     // Method descriptors keep a pointer to their definition for good; there
-    // are seven, made once per process.
+    // are ten, made once per process.
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: entry,
@@ -389,13 +489,15 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     )?;
     replace(py, c"call_later", fast(call_later), flags)?;
     replace(py, c"call_at", fast(call_at), flags)?;
-    let noargs = |entry: ffi::PyCFunction| ffi::PyMethodDefPointer { PyCFunction: entry };
-    replace(py, c"get_debug", noargs(get_debug), ffi::METH_NOARGS)?;
-    replace(
-        py,
-        c"create_future",
-        noargs(create_future),
-        ffi::METH_NOARGS,
-    )?;
-    replace(py, c"time", noargs(time), ffi::METH_NOARGS)
+    for (name, entry) in [
+        (c"get_debug", get_debug as FastMethod),
+        (c"create_future", create_future),
+        (c"time", time),
+        (c"is_running", is_running),
+        (c"is_closed", is_closed),
+        (c"stop", stop),
+    ] {
+        replace(py, name, fast(entry), flags)?;
+    }
+    Ok(())
 }

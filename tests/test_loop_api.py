@@ -2378,3 +2378,73 @@ def test_ferroloop_never_polls_before_a_timer_is_due():
         assert 5 <= iterations <= 20, iterations
     finally:
         loop.close()
+
+
+# ---- wrong calls fail with asyncio's messages ------------------------------------
+
+
+def _wrong_call_message(method, args, kwargs):
+    try:
+        outcome = method(*args, **kwargs)
+    except TypeError as exc:
+        # The part after "Class.method() ": the class names differ
+        # (BaseEventLoop against LoopCore), the wording must not.
+        return str(exc).split("() ", 1)[1]
+    if inspect.iscoroutine(outcome):
+        outcome.close()
+    return "no error"
+
+
+_NO_ARGUMENT_METHODS = ["get_debug", "create_future", "time", "is_running", "is_closed", "stop"]
+_SCHEDULING_METHODS = {
+    "call_soon": (noop,),
+    "call_soon_threadsafe": (noop,),
+    "call_later": (1, noop),
+    "call_at": (1, noop),
+}
+
+
+def _wrong_calls():
+    for name in _NO_ARGUMENT_METHODS:
+        yield name, (1,), {}
+        yield name, (1, 2, 3), {}
+        yield name, (), {"bogus": 1}
+        yield name, (), {"slf": 1}
+        yield name, (), {"self": 1}
+        yield name, (1,), {"bogus": 1}
+    for name, args in _SCHEDULING_METHODS.items():
+        yield name, args, {"contxt": None}
+        yield name, args, {"Context": None}
+        yield name, args, {"callbak": noop}
+        yield name, args, {"self": 1}
+        yield name, args, {"zzz": 1}
+        yield name, (), {}
+    yield "call_later", (1, noop), {"dela": 1}
+    yield "call_at", (1, noop), {"whn": 1}
+    yield "call_at", (1, noop), {"when": 1}
+    yield "shutdown_default_executor", (1,), {}
+    yield "shutdown_default_executor", (1, 2), {}
+
+
+def test_wrong_calls_fail_with_asyncios_messages(loop, stdlib_loop):
+    # Including 3.13's "Did you mean 'context'?" for a mistyped keyword.
+    for name, args, kwargs in _wrong_calls():
+        got = _wrong_call_message(getattr(loop, name), args, kwargs)
+        expected = _wrong_call_message(getattr(stdlib_loop, name), args, kwargs)
+        assert got == expected, (name, args, kwargs)
+    # The key wordings, pinned (the comparison above passes if both loops
+    # change alike).
+    assert _wrong_call_message(loop.time, (1,), {}) == (
+        "takes 1 positional argument but 2 were given"
+    )
+    assert _wrong_call_message(loop.stop, (), {"self": 1}) == (
+        "got multiple values for argument 'self'"
+    )
+    hint = ". Did you mean 'context'?" if sys.version_info >= (3, 13) else ""
+    assert _wrong_call_message(loop.call_soon, (noop,), {"contxt": 1}) == (
+        "got an unexpected keyword argument 'contxt'" + hint
+    )
+    timeout = "no error" if sys.version_info >= (3, 12) else (
+        "takes 1 positional argument but 2 were given"
+    )
+    assert _wrong_call_message(loop.shutdown_default_executor, (1,), {}) == timeout

@@ -56,10 +56,23 @@ class ExecutorMixin:
             )
         self._default_executor = executor
 
-    async def shutdown_default_executor(self, timeout=None):
-        """Shut the default executor down, joining its threads from a helper
-        thread so the loop keeps running. With ``timeout``, stop waiting
-        after that many seconds and warn."""
+    if sys.version_info >= (3, 12):
+
+        async def shutdown_default_executor(self, timeout=None):
+            """Shut the default executor down, joining its threads from a
+            helper thread so the loop keeps running. With ``timeout``, stop
+            waiting after that many seconds and warn."""
+            await self._shutdown_default_executor(timeout)
+
+    else:
+        # asyncio added ``timeout`` in 3.12; before, passing one is an error.
+
+        async def shutdown_default_executor(self):
+            """Shut the default executor down, joining its threads from a
+            helper thread so the loop keeps running."""
+            await self._shutdown_default_executor(None)
+
+    async def _shutdown_default_executor(self, timeout):
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is None:
