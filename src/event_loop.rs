@@ -1154,7 +1154,7 @@ impl LoopCore {
 
     /// Registers `callback(*args)` to run whenever `fd` is readable.
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader(
+    pub(crate) fn add_reader(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
@@ -1166,7 +1166,7 @@ impl LoopCore {
 
     /// Registers `callback(*args)` to run whenever `fd` is writable.
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer(
+    pub(crate) fn add_writer(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
@@ -1214,12 +1214,12 @@ impl LoopCore {
         self.ensure_fd_no_transport(py, fd)
     }
 
-    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    pub(crate) fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::remove_fd_callback(slf, fd, Direction::Read)
     }
 
-    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    pub(crate) fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::remove_fd_callback(slf, fd, Direction::Write)
     }

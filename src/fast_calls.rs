@@ -3,7 +3,9 @@
 //! through it), `call_soon_threadsafe`, `call_later` and `call_at`; and the
 //! no-argument `get_debug`, `create_future`, `time`, `is_running`,
 //! `is_closed` and `stop`, which skip PyO3's trampoline (a thread-local
-//! count per call) the same way and fail a wrong call as asyncio does.
+//! count per call) the same way. The fd-callback methods (`add_reader` & co)
+//! share the parser. Every one fails a wrong call with the message of
+//! asyncio's Python method.
 //!
 //! PyO3's generated wrappers parse `(..., callback, *args, context=None)`
 //! with its generic argument parser and enter through its trampoline. These
@@ -24,13 +26,14 @@ use pyo3::PyTypeInfo;
 
 use crate::event_loop::LoopCore;
 
-/// A scheduling method's parameters: `leading` positional ones (which may
-/// also be given by name), then `*args`, then keyword-only `context`.
+/// A method's parameters: `leading` positional ones (which may also be
+/// given by name), then, for the scheduling methods, `*args` and the
+/// keyword-only `context`; for the fd-callback ones `*args` only.
 struct Signature {
     name: &'static str,
     leading: &'static [&'static str],
-    /// Takes `*args` and the keyword-only `context`.
-    scheduling: bool,
+    star_args: bool,
+    context: bool,
 }
 
 impl Signature {
@@ -79,7 +82,7 @@ impl Signature {
         if py.version_info() < (3, 13) {
             return None;
         }
-        let context: &[&str] = if self.scheduling { &["context"] } else { &[] };
+        let context: &[&str] = if self.context { &["context"] } else { &[] };
         let names = ["self"].iter().chain(self.leading).chain(context);
         let candidates = pyo3::types::PyList::new(py, names).ok()?;
         py.import("_suggestions")
@@ -87,6 +90,19 @@ impl Signature {
             .ok()?
             .cast_into::<PyString>()
             .ok()
+    }
+
+    /// `nargs` positional arguments where `leading` has fewer names, and no
+    /// `*args` takes the rest (counting `self`, as Python does).
+    #[cold]
+    #[inline(never)]
+    fn too_many(&self, nargs: usize) -> PyErr {
+        let takes = self.leading.len() + 1;
+        let plural = if takes == 1 { "argument" } else { "arguments" };
+        self.error(format!(
+            "takes {takes} positional {plural} but {} were given",
+            nargs + 1
+        ))
     }
 
     /// Python's wording: 'a'; 'a' and 'b'; 'a', 'b', and 'c'.
@@ -169,7 +185,7 @@ unsafe fn parse<'py, const N: usize>(
     let mut leading: [Option<Bound<'py, PyAny>>; N] =
         std::array::from_fn(|i| (i < nargs).then(|| arg(i)));
     let mut context = None;
-    if !kwnames.is_null() && is_context_only(py, kwnames) {
+    if !kwnames.is_null() && sig.context && is_context_only(py, kwnames) {
         context = Some(arg(nargs));
     } else if !kwnames.is_null() {
         // SAFETY: CPython passes a tuple of keyword names, or NULL.
@@ -182,7 +198,7 @@ unsafe fn parse<'py, const N: usize>(
             };
             // Compared without converting to UTF-8, which a name with lone
             // surrogates would fail.
-            if *name == *"context" {
+            if sig.context && *name == *"context" {
                 context = Some(value);
                 continue;
             }
@@ -195,6 +211,9 @@ unsafe fn parse<'py, const N: usize>(
             }
             leading[slot] = Some(value);
         }
+    }
+    if nargs > N && !sig.star_args {
+        return Err(sig.too_many(nargs));
     }
     if leading.iter().any(Option::is_none) {
         let missing: Vec<&str> = sig
@@ -267,22 +286,26 @@ unsafe fn enter(
 const CALL_SOON: Signature = Signature {
     name: "call_soon",
     leading: &["callback"],
-    scheduling: true,
+    star_args: true,
+    context: true,
 };
 const CALL_SOON_THREADSAFE: Signature = Signature {
     name: "call_soon_threadsafe",
     leading: &["callback"],
-    scheduling: true,
+    star_args: true,
+    context: true,
 };
 const CALL_LATER: Signature = Signature {
     name: "call_later",
     leading: &["delay", "callback"],
-    scheduling: true,
+    star_args: true,
+    context: true,
 };
 const CALL_AT: Signature = Signature {
     name: "call_at",
     leading: &["when", "callback"],
-    scheduling: true,
+    star_args: true,
+    context: true,
 };
 
 /// The C signature of a METH_FASTCALL | METH_KEYWORDS method.
@@ -343,6 +366,53 @@ entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
     LoopCore::call_at(slf, &when, callback, args, context)
 });
 
+const ADD_READER: Signature = Signature {
+    name: "add_reader",
+    leading: &["fd", "callback"],
+    star_args: true,
+    context: false,
+};
+const ADD_WRITER: Signature = Signature {
+    name: "add_writer",
+    ..ADD_READER
+};
+const REMOVE_READER: Signature = Signature {
+    name: "remove_reader",
+    leading: &["fd"],
+    star_args: false,
+    context: false,
+};
+const REMOVE_WRITER: Signature = Signature {
+    name: "remove_writer",
+    ..REMOVE_READER
+};
+
+// Not hot: these take the same entries as the scheduling methods so that a
+// wrong call fails with asyncio's message rather than PyO3's ("takes 1
+// positional arguments but 2 were given", not counting `self`).
+entry!(
+    add_reader,
+    ADD_READER,
+    [fd, callback],
+    args,
+    _context,
+    |slf| { LoopCore::add_reader(slf, &fd, callback, args).map(|()| slf.py().None()) }
+);
+entry!(
+    add_writer,
+    ADD_WRITER,
+    [fd, callback],
+    args,
+    _context,
+    |slf| { LoopCore::add_writer(slf, &fd, callback, args).map(|()| slf.py().None()) }
+);
+entry!(remove_reader, REMOVE_READER, [fd], _args, _context, |slf| {
+    LoopCore::remove_reader(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
+});
+entry!(remove_writer, REMOVE_WRITER, [fd], _args, _context, |slf| {
+    LoopCore::remove_writer(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
+});
+
 /// Defines the entry `$name` of a method without parameters, returning
 /// `$body`'s object. A METH_FASTCALL | METH_KEYWORDS entry rather than
 /// METH_NOARGS, so that a wrong call fails with the message of asyncio's
@@ -392,7 +462,8 @@ unsafe fn no_arguments_expected(
     let sig = Signature {
         name,
         leading: &[],
-        scheduling: false,
+        star_args: false,
+        context: false,
     };
     if !kwnames.is_null() {
         // SAFETY: by the contract.
@@ -404,10 +475,7 @@ unsafe fn no_arguments_expected(
             };
         }
     }
-    sig.error(format!(
-        "takes 1 positional argument but {} were given",
-        nargs.max(0) + 1
-    ))
+    sig.too_many(nargs.max(0) as usize)
 }
 
 // get_debug is called once per Future and Task made (CPython's C Future
@@ -457,7 +525,7 @@ fn replace(
         (*(*obj.cast::<ffi::PyMethodDescrObject>()).d_method).ml_doc
     };
     // Method descriptors keep a pointer to their definition for good; there
-    // are ten, made once per process.
+    // are fourteen, made once per process.
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: entry,
@@ -489,6 +557,14 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     )?;
     replace(py, c"call_later", fast(call_later), flags)?;
     replace(py, c"call_at", fast(call_at), flags)?;
+    for (name, entry) in [
+        (c"add_reader", add_reader as FastMethod),
+        (c"add_writer", add_writer),
+        (c"remove_reader", remove_reader),
+        (c"remove_writer", remove_writer),
+    ] {
+        replace(py, name, fast(entry), flags)?;
+    }
     for (name, entry) in [
         (c"get_debug", get_debug as FastMethod),
         (c"create_future", create_future),

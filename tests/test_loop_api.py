@@ -2430,6 +2430,17 @@ def _wrong_calls():
     yield "call_later", (1, noop), {"dela": 1}
     yield "call_at", (1, noop), {"whn": 1}
     yield "call_at", (1, noop), {"when": 1}
+    for name in ("add_reader", "add_writer"):
+        yield name, (), {}
+        yield name, (0,), {}
+        yield name, (0, noop), {"context": None}
+        yield name, (0, noop), {"callbak": noop}
+        yield name, (0, noop), {"fd": 0}
+    for name in ("remove_reader", "remove_writer"):
+        yield name, (), {}
+        yield name, (0, 1), {}
+        yield name, (0, 1, 2), {"zzz": 1}
+        yield name, (), {"fdd": 0}
     yield "shutdown_default_executor", (1,), {}
     yield "shutdown_default_executor", (1, 2), {}
 
@@ -2447,6 +2458,9 @@ def test_wrong_calls_fail_with_asyncios_messages(loop, stdlib_loop):
     )
     assert _wrong_call_message(loop.stop, (), {"self": 1}) == (
         "got multiple values for argument 'self'"
+    )
+    assert _wrong_call_message(loop.remove_reader, (0, 1), {}) == (
+        "takes 2 positional arguments but 3 were given"
     )
     hint = ". Did you mean 'context'?" if sys.version_info >= (3, 13) else ""
     assert _wrong_call_message(loop.call_soon, (noop,), {"contxt": 1}) == (
