@@ -14,7 +14,9 @@ const PURGE_CANCELLED_FRACTION: f64 = 0.5;
 /// Sixteen bytes (the scheduling order, needed only to break ties, is read
 /// from the handle). Measured alone, shrinking the entry from 24 bytes
 /// gained nothing; it lets four children span fewer cache lines for the
-/// prefetch in `sift_down`, which did.
+/// prefetch in `sift_down`, which did. Moving the scheduling order back into
+/// a 24-byte entry (so ties never read a handle) was measured with the
+/// prefetch in place: call_later at 0.97x, median of 11 alternations.
 struct Entry {
     /// The deadline as an integer of the same order (`order_key`): the
     /// heap compares integers, which the compiler selects without branches.
