@@ -222,7 +222,7 @@ impl LoopCore {
 
     fn schedule_at(
         slf: &Bound<'_, Self>,
-        when: f64,
+        (when, given_as_int): (f64, bool),
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
@@ -237,7 +237,7 @@ impl LoopCore {
         }
         let debug = this.debug();
         let base = Self::new_handle(slf, callback, args, context, !debug, true)?;
-        let timer = TimerHandle::create(py, when, base)?;
+        let timer = TimerHandle::create(py, when, given_as_int, base)?;
         timer.get().set_scheduled(true);
         let queued = timer.clone_ref(py);
         this.state.with(py, |st| st.timers.push(queued, when));
@@ -762,7 +762,9 @@ fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
     }
 }
 
-fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<f64> {
+/// The deadline `call_at` was given, and whether it was an int the float
+/// holds exactly (see `TimerHandle::given_as_int`).
+fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, bool)> {
     if when.is_none() {
         // 3.10's TimerHandle asserts instead of raising TypeError.
         if when.py().version_info() < (3, 11) {
@@ -770,7 +772,12 @@ fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<f64> {
         }
         return Err(PyTypeError::new_err("when cannot be None"));
     }
-    when.extract()
+    let at: f64 = when.extract()?;
+    let given_as_int = when.is_exact_instance_of::<pyo3::types::PyInt>()
+        && when
+            .extract::<i64>()
+            .is_ok_and(|int| at as i64 == int && int as f64 == at);
+    Ok((at, given_as_int))
 }
 
 #[pymethods]
@@ -854,7 +861,7 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let when = deadline_after(slf.py(), delay)?;
-        Self::schedule_at(slf, when, callback, args, context)
+        Self::schedule_at(slf, (when, false), callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]

@@ -601,6 +601,10 @@ pub struct TimerHandle {
     /// True while the timer sits in the loop's heap; only then does a
     /// cancellation count towards the heap clean-up threshold.
     scheduled: AtomicBool,
+    /// `call_at` was given an int that `when` holds exactly: asyncio keeps
+    /// the object it was given, so `when()` and the repr show `10`, not
+    /// `10.0`. (Other non-float types are shown as floats.)
+    given_as_int: bool,
     /// Scheduling order, set when the timer enters the heap: timers due at
     /// the same time run in the order they were scheduled.
     seq: AtomicU64,
@@ -608,9 +612,18 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     /// A timer over `base`, collectable as `Handle::into_object` decides.
-    pub(crate) fn create(py: Python<'_>, when: f64, base: Handle) -> PyResult<Py<TimerHandle>> {
+    pub(crate) fn create(
+        py: Python<'_>,
+        when: f64,
+        given_as_int: bool,
+        base: Handle,
+    ) -> PyResult<Py<TimerHandle>> {
         let collectable = !base.one_shot;
-        let obj = crate::handle_alloc::new_timer(py, base, Self::new(when))?;
+        let value = TimerHandle {
+            given_as_int,
+            ..Self::new(when)
+        };
+        let obj = crate::handle_alloc::new_timer(py, base, value)?;
         Handle::settle_tracking(obj.bind(py).as_any(), collectable);
         Ok(obj)
     }
@@ -619,6 +632,7 @@ impl TimerHandle {
         TimerHandle {
             when,
             scheduled: AtomicBool::new(false),
+            given_as_int: false,
             seq: AtomicU64::new(0),
         }
     }
@@ -655,13 +669,18 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
-    fn when(&self) -> f64 {
-        self.when
+    fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        if self.given_as_int {
+            // Exact: `deadline_at` checked that the int fits the float.
+            pyo3::types::PyInt::new(py, self.when as i64).into_any()
+        } else {
+            PyFloat::new(py, self.when).into_any()
+        }
     }
 
     #[getter]
-    fn _when(&self) -> f64 {
-        self.when
+    fn _when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.when(py)
     }
 
     #[getter]

@@ -2470,3 +2470,23 @@ def test_wrong_calls_fail_with_asyncios_messages(loop, stdlib_loop):
         "takes 1 positional argument but 2 were given"
     )
     assert _wrong_call_message(loop.shutdown_default_executor, (1,), {}) == timeout
+
+
+def test_call_at_keeps_an_int_deadline_as_asyncio_does(loop, stdlib_loop):
+    # asyncio's TimerHandle keeps the object call_at was given: when() and
+    # the repr show 10, not 10.0. call_later's deadline is always a float.
+    def seen(lp):
+        handles = [lp.call_at(when, noop) for when in (10, -3, 0, 10.5, 2.0)]
+        handles.append(lp.call_later(10, noop))
+        shown = [(type(h.when()), type(h._when)) for h in handles]
+        reprs = [repr(h).split(" noop")[0] for h in handles[:-1]]
+        for h in handles:
+            h.cancel()
+        return shown, reprs
+
+    assert seen(loop) == seen(stdlib_loop)
+    handle = loop.call_at(10, noop)
+    assert handle.when() == 10 and type(handle.when()) is int
+    assert repr(handle).startswith("<TimerHandle when=10 ")
+    handle.cancel()
+    assert repr(handle) == "<TimerHandle cancelled when=10>"
