@@ -581,6 +581,12 @@ impl Handle {
         Ok(py_helpers::handle_repr_fn(py)?.call1((slf,))?.unbind())
     }
 
+    /// The parts of the repr, as asyncio's `Handle._repr_info()`.
+    fn _repr_info(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        Ok(py_helpers::handle_repr_info_fn(py)?.call1((slf,))?.unbind())
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.visit_contents(&visit)
     }

@@ -30,6 +30,7 @@ macro_rules! helper_fn {
 helper_fn!(callback_source_fn, "ferroloop._format", "callback_source");
 helper_fn!(future_type, "asyncio.futures", "Future");
 helper_fn!(handle_repr_fn, "ferroloop._format", "handle_repr");
+helper_fn!(handle_repr_info_fn, "ferroloop._format", "handle_repr_info");
 helper_fn!(source_traceback_fn, "ferroloop._debug", "source_traceback");
 helper_fn!(check_callback_fn, "ferroloop._debug", "check_callback");
 helper_fn!(

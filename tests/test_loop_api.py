@@ -2490,3 +2490,19 @@ def test_call_at_keeps_an_int_deadline_as_asyncio_does(loop, stdlib_loop):
     assert repr(handle).startswith("<TimerHandle when=10 ")
     handle.cancel()
     assert repr(handle) == "<TimerHandle cancelled when=10>"
+
+
+def test_handles_list_their_repr_parts_as_asyncio_does(loop, stdlib_loop):
+    # asyncio.Handle._repr_info(), which subclasses and debugging helpers
+    # extend; the repr is "<" + " ".join(parts) + ">".
+    def parts(lp):
+        handles = [lp.call_soon(noop, 1), lp.call_at(10, noop), lp.call_at(11, noop)]
+        handles[2].cancel()
+        seen = [h._repr_info() for h in handles]
+        assert [repr(h) for h in handles] == ["<" + " ".join(p) + ">" for p in seen]
+        for h in handles:
+            h.cancel()
+        return [[part.split(" at ")[0] for part in p] for p in seen]
+
+    assert parts(loop) == parts(stdlib_loop)
+    assert parts(loop)[1] == ["TimerHandle", "when=10", "noop()"]

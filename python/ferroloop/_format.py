@@ -26,6 +26,11 @@ def callback_source(func, args, debug: bool) -> str:
 
 def handle_repr(handle) -> str:
     """``<Handle cb() at file:line>`` / ``<TimerHandle when=... cb()>``."""
+    return "<{}>".format(" ".join(handle_repr_info(handle)))
+
+
+def handle_repr_info(handle) -> list:
+    """The parts of a handle's repr, as asyncio's ``Handle._repr_info()``."""
     info = [type(handle).__name__]
     if handle._cancelled:
         info.append("cancelled")
@@ -39,7 +44,7 @@ def handle_repr(handle) -> str:
     if traceback:
         filename, lineno = traceback[-1][:2]
         info.append(f"created at {filename}:{lineno}")
-    return "<{}>".format(" ".join(info))
+    return info
 
 
 def format_handle(handle) -> str:
