@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -61,6 +61,9 @@ pub struct LoopCore {
     sleeping: AtomicBool,
     /// `threading.get_ident()` of the thread running the loop, 0 when idle.
     thread_id: AtomicU64,
+    /// The one CPU the loop's thread was confined to when the loop started
+    /// running, -1 if none (see `let_the_loop_catch_up`).
+    loop_cpu: AtomicI64,
     /// Iterations run so far; lets tests and stats check the loop never
     /// spins (a timer is not polled for before its deadline).
     iterations: AtomicU64,
@@ -180,9 +183,10 @@ impl LoopCore {
     }
 
     /// Called by a thread that has queued YIELD_EVERY_QUEUED callbacks the
-    /// loop has not run yet. If that thread and the loop's share one CPU, it
-    /// hands the GIL over until the loop has started on them (at most a
-    /// millisecond, in case the loop thread is busy without the GIL).
+    /// loop has not run yet. If that thread and the loop's are confined to
+    /// the same single CPU, it hands the GIL over until the loop has started
+    /// on them (at most a millisecond, in case the loop thread is busy
+    /// without the GIL).
     ///
     /// On one CPU, a producer thread otherwise keeps the GIL for the whole
     /// switch interval (5 ms), queueing tens of thousands of handles and
@@ -199,7 +203,11 @@ impl LoopCore {
     /// one CPU it gives 6.7-6.8 M against 5.1-5.6 M.
     fn let_the_loop_catch_up(&self, py: Python<'_>) {
         let owner = self.thread_id.load(Relaxed);
-        if owner == 0 || owner == current_thread_ident() || !cpu::confined_to_one_cpu() {
+        if owner == 0 || owner == current_thread_ident() {
+            return;
+        }
+        let loop_cpu = self.loop_cpu.load(Relaxed);
+        if loop_cpu < 0 || cpu::sole_cpu() != Some(loop_cpu as usize) {
             return;
         }
         let progress = &self.progress;
@@ -798,6 +806,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
+            loop_cpu: AtomicI64::new(-1),
             iterations: AtomicU64::new(0),
             current_handle: GilCell::new(None),
             progress: Progress::default(),
@@ -1015,6 +1024,13 @@ impl LoopCore {
 
     #[setter(_thread_id)]
     fn set_thread_id_attr(&self, value: Option<u64>) {
+        // Set by the thread that runs the loop, as it starts (asyncio's
+        // run_forever), so its CPU affinity is the loop thread's.
+        let cpu = match value {
+            Some(_) => cpu::sole_cpu().map_or(-1, |cpu| cpu as i64),
+            None => -1,
+        };
+        self.loop_cpu.store(cpu, Relaxed);
         self.thread_id.store(value.unwrap_or(0), Relaxed);
     }
 

@@ -2506,3 +2506,19 @@ def test_handles_list_their_repr_parts_as_asyncio_does(loop, stdlib_loop):
 
     assert parts(loop) == parts(stdlib_loop)
     assert parts(loop)[1] == ["TimerHandle", "when=10", "noop()"]
+
+
+def test_a_vectorcall_with_an_empty_tuple_of_keyword_names_is_a_plain_call(loop):
+    # The vectorcall protocol lets C callers pass () instead of NULL for
+    # "no keywords"; that must not count as passing keywords.
+    testcapi = pytest.importorskip("_testcapi")
+    vectorcall = getattr(testcapi, "pyobject_vectorcall", None)
+    if vectorcall is None:
+        pytest.skip("this build's _testcapi has no pyobject_vectorcall")
+    assert isinstance(vectorcall(loop.time, (), ()), float)
+    assert vectorcall(loop.is_closed, (), ()) is False
+    assert vectorcall(loop.get_debug, (), ()) is False
+    handle = vectorcall(loop.call_soon, (noop,), ())
+    handle.cancel()
+    with pytest.raises(TypeError, match=r"takes 1 positional argument but 2 were given"):
+        vectorcall(loop.time, (1,), ())

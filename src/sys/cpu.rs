@@ -1,34 +1,38 @@
 //! Which CPUs the calling thread may run on.
 
-/// True if the calling thread may run on one CPU only (`taskset -c 0`, a
-/// one-CPU cpuset). Then a thread feeding the loop and the loop's own
-/// thread take turns on that CPU; otherwise they usually run side by side.
+/// The one CPU the calling thread may run on, if it is confined to one
+/// (`taskset -c 0`, a one-CPU cpuset). A thread feeding the loop and the
+/// loop's own thread confined to the same CPU take turns on it; otherwise
+/// they usually run side by side.
 ///
 /// One system call, no allocation: cheap enough to ask every couple of
 /// thousand callbacks, so a process re-pinned while it runs is noticed.
 #[cfg(target_os = "linux")]
-pub fn confined_to_one_cpu() -> bool {
+pub fn sole_cpu() -> Option<usize> {
     // SAFETY: `set` is a plain bit array that the call fills; its size is
     // passed along, and pid 0 means the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             // Unknown (more than CPU_SETSIZE CPUs): certainly not one.
-            return false;
+            return None;
         }
-        libc::CPU_COUNT(&set) == 1
+        if libc::CPU_COUNT(&set) != 1 {
+            return None;
+        }
+        (0..libc::CPU_SETSIZE as usize).find(|&cpu| libc::CPU_ISSET(cpu, &set))
     }
 }
 
 /// Elsewhere threads cannot be confined to a CPU this way.
 #[cfg(not(target_os = "linux"))]
-pub fn confined_to_one_cpu() -> bool {
-    false
+pub fn sole_cpu() -> Option<usize> {
+    None
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::confined_to_one_cpu;
+    use super::sole_cpu;
 
     fn affinity() -> libc::cpu_set_t {
         // SAFETY: as in `confined_to_one_cpu`.
@@ -60,11 +64,11 @@ mod tests {
             let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
             unsafe { libc::CPU_SET(first, &mut one) };
             set_affinity(&one);
-            assert!(confined_to_one_cpu());
+            assert_eq!(sole_cpu(), Some(first));
             set_affinity(&all);
             // SAFETY: counting bits of a filled set.
             let several = unsafe { libc::CPU_COUNT(&all) } > 1;
-            assert_eq!(confined_to_one_cpu(), !several);
+            assert_eq!(sole_cpu(), (!several).then_some(first));
         })
         .join()
         .unwrap();
