@@ -37,6 +37,30 @@ struct Signature {
 }
 
 impl Signature {
+    /// `(..., *args, context=None)`, the scheduling methods' shape.
+    const fn scheduling(name: &'static str, leading: &'static [&'static str]) -> Signature {
+        Signature {
+            name,
+            leading,
+            star_args: true,
+            context: true,
+        }
+    }
+
+    /// Positional parameters only, then `*args` if `star_args`.
+    const fn positional(
+        name: &'static str,
+        leading: &'static [&'static str],
+        star_args: bool,
+    ) -> Signature {
+        Signature {
+            name,
+            leading,
+            star_args,
+            context: false,
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn error(&self, what: String) -> PyErr {
@@ -283,30 +307,11 @@ unsafe fn enter(
     }
 }
 
-const CALL_SOON: Signature = Signature {
-    name: "call_soon",
-    leading: &["callback"],
-    star_args: true,
-    context: true,
-};
-const CALL_SOON_THREADSAFE: Signature = Signature {
-    name: "call_soon_threadsafe",
-    leading: &["callback"],
-    star_args: true,
-    context: true,
-};
-const CALL_LATER: Signature = Signature {
-    name: "call_later",
-    leading: &["delay", "callback"],
-    star_args: true,
-    context: true,
-};
-const CALL_AT: Signature = Signature {
-    name: "call_at",
-    leading: &["when", "callback"],
-    star_args: true,
-    context: true,
-};
+const CALL_SOON: Signature = Signature::scheduling("call_soon", &["callback"]);
+const CALL_SOON_THREADSAFE: Signature =
+    Signature::scheduling("call_soon_threadsafe", &["callback"]);
+const CALL_LATER: Signature = Signature::scheduling("call_later", &["delay", "callback"]);
+const CALL_AT: Signature = Signature::scheduling("call_at", &["when", "callback"]);
 
 /// The C signature of a METH_FASTCALL | METH_KEYWORDS method.
 type FastMethod = unsafe extern "C" fn(
@@ -366,26 +371,10 @@ entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
     LoopCore::call_at(slf, &when, callback, args, context)
 });
 
-const ADD_READER: Signature = Signature {
-    name: "add_reader",
-    leading: &["fd", "callback"],
-    star_args: true,
-    context: false,
-};
-const ADD_WRITER: Signature = Signature {
-    name: "add_writer",
-    ..ADD_READER
-};
-const REMOVE_READER: Signature = Signature {
-    name: "remove_reader",
-    leading: &["fd"],
-    star_args: false,
-    context: false,
-};
-const REMOVE_WRITER: Signature = Signature {
-    name: "remove_writer",
-    ..REMOVE_READER
-};
+const ADD_READER: Signature = Signature::positional("add_reader", &["fd", "callback"], true);
+const ADD_WRITER: Signature = Signature::positional("add_writer", &["fd", "callback"], true);
+const REMOVE_READER: Signature = Signature::positional("remove_reader", &["fd"], false);
+const REMOVE_WRITER: Signature = Signature::positional("remove_writer", &["fd"], false);
 
 // Not hot: these take the same entries as the scheduling methods so that a
 // wrong call fails with asyncio's message rather than PyO3's ("takes 1
@@ -422,7 +411,7 @@ macro_rules! noargs_entry {
     ($name:ident, |$py:ident, $slf:ident| $body:expr) => {
         unsafe extern "C" fn $name(
             slf: *mut ffi::PyObject,
-            _args: *const *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
             nargs: ffi::Py_ssize_t,
             kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
@@ -431,12 +420,8 @@ macro_rules! noargs_entry {
             unsafe {
                 enter(slf, |$py, $slf| {
                     if nargs != 0 || has_keywords(kwnames) {
-                        return Err(no_arguments_expected(
-                            $py,
-                            stringify!($name),
-                            nargs,
-                            kwnames,
-                        ));
+                        const SIG: Signature = Signature::positional(stringify!($name), &[], false);
+                        return Err(wrong_call(parse::<0>($py, &SIG, args, nargs, kwnames)));
                     }
                     let obj: PyResult<_> = $body;
                     Ok(obj?.into_ptr())
@@ -456,37 +441,16 @@ unsafe fn has_keywords(kwnames: *mut ffi::PyObject) -> bool {
     !kwnames.is_null() && unsafe { ffi::PyTuple_GET_SIZE(kwnames) } != 0
 }
 
-/// The error of a call that passed arguments to a method taking none: as
-/// CPython checks a Python function's call, keywords first.
-///
-/// # Safety
-/// `kwnames` is NULL or the call's tuple of keyword names; GIL held.
+/// The error `parse` found in a call that passed arguments to a method
+/// taking none (it reports keywords first, as CPython does); it always
+/// finds one there, given a signature with no parameters.
 #[cold]
 #[inline(never)]
-unsafe fn no_arguments_expected(
-    py: Python<'_>,
-    name: &'static str,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyErr {
-    let sig = Signature {
-        name,
-        leading: &[],
-        star_args: false,
-        context: false,
-    };
-    // SAFETY: by the contract.
-    if unsafe { has_keywords(kwnames) } {
-        // SAFETY: by the contract.
-        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) };
-        if let Ok(first) = names.get_item(0) {
-            return match first.cast_into::<PyString>() {
-                Ok(first) => sig.unexpected(&first),
-                Err(_) => sig.error("keywords must be strings".into()),
-            };
-        }
+fn wrong_call(parsed: PyResult<Parsed<'_, 0>>) -> PyErr {
+    match parsed {
+        Err(err) => err,
+        Ok(_) => PySystemError::new_err("arguments passed to a method that takes none"),
     }
-    sig.too_many(nargs.max(0) as usize)
 }
 
 // get_debug is called once per Future and Task made (CPython's C Future

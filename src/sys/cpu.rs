@@ -9,18 +9,26 @@
 /// thousand callbacks, so a process re-pinned while it runs is noticed.
 #[cfg(target_os = "linux")]
 pub fn sole_cpu() -> Option<usize> {
-    // SAFETY: `set` is a plain bit array that the call fills; its size is
-    // passed along, and pid 0 means the calling thread.
+    // Unknown (more than CPU_SETSIZE CPUs) means certainly not one.
+    let set = this_threads_cpus()?;
+    // SAFETY: reading bits of a filled set.
     unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            // Unknown (more than CPU_SETSIZE CPUs): certainly not one.
-            return None;
-        }
         if libc::CPU_COUNT(&set) != 1 {
             return None;
         }
         (0..libc::CPU_SETSIZE as usize).find(|&cpu| libc::CPU_ISSET(cpu, &set))
+    }
+}
+
+/// The calling thread's CPU affinity set.
+#[cfg(target_os = "linux")]
+fn this_threads_cpus() -> Option<libc::cpu_set_t> {
+    // SAFETY: `set` is a plain bit array that the call fills; its size is
+    // passed along, and pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        (libc::sched_getaffinity(0, size, &mut set) == 0).then_some(set)
     }
 }
 
@@ -32,19 +40,7 @@ pub fn sole_cpu() -> Option<usize> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::sole_cpu;
-
-    fn affinity() -> libc::cpu_set_t {
-        // SAFETY: as in `confined_to_one_cpu`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-                0
-            );
-            set
-        }
-    }
+    use super::{sole_cpu, this_threads_cpus};
 
     fn set_affinity(set: &libc::cpu_set_t) {
         // SAFETY: a filled set of the size passed; pid 0 is this thread.
@@ -56,7 +52,7 @@ mod tests {
     fn tells_one_cpu_from_several() {
         // In a thread of its own, so other tests keep their CPUs.
         std::thread::spawn(|| {
-            let all = affinity();
+            let all = this_threads_cpus().expect("the thread's CPUs");
             let first = (0..libc::CPU_SETSIZE as usize)
                 .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &all) })
                 .expect("the thread may run somewhere");
