@@ -19,6 +19,7 @@ mod prefetch;
 mod py_bytes;
 mod py_helpers;
 mod sock_ops;
+mod stream_feed;
 mod stream_transport;
 mod sys;
 mod timers;

@@ -76,13 +76,25 @@ pub fn recv_new_bytes(
         // SAFETY: `recv` writes at most `len` bytes into the object.
         return bytes_filled_by(py, limit, |buf, len| unsafe { net::recv(fd, buf, len) });
     }
+    recv_scratch(fd, limit, |data| Ok(PyBytes::new(py, data)))
+}
+
+/// One `recv` of up to `limit` (at most 256 KiB) bytes from `fd` into the
+/// thread's reused buffer, handed to `take` (empty at end of stream).
+/// `take` must not run Python code: that code could read another socket
+/// on this thread, into the same buffer.
+pub fn recv_scratch<R>(
+    fd: RawFd,
+    limit: usize,
+    take: impl FnOnce(&[u8]) -> PyResult<R>,
+) -> PyResult<io::Result<R>> {
+    let limit = limit.min(SCRATCH_LEN);
     SCRATCH.with(|scratch| {
-        // No Python code runs while the buffer is borrowed.
         let mut buf = scratch.borrow_mut();
         // SAFETY: `recv` writes at most `limit` bytes into `buf`, which
         // holds SCRATCH_LEN >= limit.
         match unsafe { net::recv(fd, buf.as_mut_ptr(), limit) } {
-            Ok(n) => Ok(Ok(PyBytes::new(py, &buf[..n]))),
+            Ok(n) => take(&buf[..n]).map(Ok),
             Err(err) => Ok(Err(err)),
         }
     })

@@ -2,8 +2,9 @@
 //! of `ferroloop._transport.SocketTransport`, following the state machine of
 //! asyncio's `_SelectorSocketTransport`.
 //!
-//! Reads go straight from the kernel into the `bytes` object handed to
-//! `data_received` (or into the buffer a `BufferedProtocol` lends). Writes
+//! Reads go from the kernel into the `bytes` object handed to
+//! `data_received`, into the buffer a `BufferedProtocol` lends, or, for
+//! asyncio's own streams, onto the StreamReader's buffer (`stream_feed`). Writes
 //! are tried at once when nothing is queued; what the kernel does not take
 //! is queued and flushed with one `sendmsg` per writable report.
 //!
@@ -29,7 +30,8 @@ use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
-use crate::py_bytes::{recv_new_bytes, ByteView};
+use crate::py_bytes::{recv_new_bytes, recv_scratch, ByteView};
+use crate::stream_feed;
 use crate::sys::net;
 use crate::tls_pump::TlsPump;
 use crate::write_buffer::WriteBuffer;
@@ -56,6 +58,13 @@ enum Reader {
     Data {
         data_received: Py<PyAny>,
     },
+    /// asyncio's own StreamReaderProtocol: data goes straight into its
+    /// StreamReader (see `stream_feed`), or to `data_received` when that
+    /// does not apply.
+    Stream {
+        protocol: Py<PyAny>,
+        data_received: Py<PyAny>,
+    },
     Buffered {
         get_buffer: Py<PyAny>,
         buffer_updated: Py<PyAny>,
@@ -70,6 +79,13 @@ impl Reader {
     fn clone_ref(&self, py: Python<'_>) -> Reader {
         match self {
             Reader::Data { data_received } => Reader::Data {
+                data_received: data_received.clone_ref(py),
+            },
+            Reader::Stream {
+                protocol,
+                data_received,
+            } => Reader::Stream {
+                protocol: protocol.clone_ref(py),
                 data_received: data_received.clone_ref(py),
             },
             Reader::Buffered {
@@ -282,6 +298,10 @@ impl StreamTransport {
         match reader {
             None => Ok(()),
             Some(Reader::Data { data_received }) => Self::read_data(slf, data_received.bind(py)),
+            Some(Reader::Stream {
+                protocol,
+                data_received,
+            }) => Self::read_stream(slf, protocol.bind(py), data_received.bind(py)),
             Some(Reader::Buffered {
                 get_buffer,
                 buffer_updated,
@@ -362,6 +382,50 @@ impl StreamTransport {
                 err,
                 "Fatal error: protocol.data_received() call failed.",
             ),
+        }
+    }
+
+    /// `read_data` for asyncio's streams: the data is appended to the
+    /// StreamReader's buffer from the read buffer, with no bytes object and
+    /// no Python frame, when `stream_feed` can stand in for the protocol.
+    fn read_stream(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        data_received: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let fed = stream_feed::target(protocol).and_then(|target| match target {
+            stream_feed::Target::DataReceived => Ok(None),
+            stream_feed::Target::Nowhere => {
+                recv_scratch(slf.get().fd, MAX_READ, |data| Ok(data.len())).map(Some)
+            }
+            stream_feed::Target::Reader { reader, buffer } => {
+                let received = recv_scratch(slf.get().fd, MAX_READ, |data| {
+                    stream_feed::append(&buffer, data).map(|()| data.len())
+                })?;
+                if matches!(received, Ok(n) if n > 0) {
+                    stream_feed::after_append(&reader, &buffer)?;
+                }
+                Ok(Some(received))
+            }
+        });
+        let received = match fed {
+            Ok(None) => return Self::read_data(slf, data_received),
+            Ok(Some(received)) => received,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.data_received() call failed.",
+                )
+            }
+        };
+        match received {
+            Ok(0) => Self::on_eof(slf),
+            Ok(_) => Ok(()),
+            Err(err) if net::would_block(&err) => Ok(()),
+            Err(err) => {
+                Self::fatal_error(slf, os_error(&err), "Fatal read error on socket transport")
+            }
         }
     }
 
@@ -653,6 +717,11 @@ impl StreamTransport {
                     get_buffer: get_buffer.unbind(),
                     buffer_updated: buffer_updated.unbind(),
                 },
+            }
+        } else if stream_feed::applies(protocol)? {
+            Reader::Stream {
+                protocol: protocol.clone().unbind(),
+                data_received: protocol.getattr(intern!(py, "data_received"))?.unbind(),
             }
         } else {
             Reader::Data {
@@ -1121,6 +1190,13 @@ impl StreamTransport {
                 }
                 match &st.reader {
                     Some(Reader::Data { data_received }) => visit.call(data_received)?,
+                    Some(Reader::Stream {
+                        protocol,
+                        data_received,
+                    }) => {
+                        visit.call(protocol)?;
+                        visit.call(data_received)?;
+                    }
                     Some(Reader::Buffered {
                         get_buffer,
                         buffer_updated,
