@@ -62,12 +62,16 @@ fn has_asyncio_method(obj: &Bound<'_, PyAny>, name: &str, qualname: &str) -> boo
 /// `data_received`: the protocol is exactly asyncio's StreamReaderProtocol
 /// and its reader exactly asyncio's StreamReader, neither with a method
 /// replaced. A protocol without a reader yet qualifies (data is dropped, as
-/// its `data_received` does).
-pub(crate) fn applies(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// its `data_received` does). Anything unexpected while checking (an
+/// attribute deleted, say) means no: the ordinary path then meets it, or
+/// not, exactly as asyncio would.
+pub(crate) fn applies(protocol: &Bound<'_, PyAny>) -> bool {
     let py = protocol.py();
-    let protocol_type = stream_reader_protocol_type(py)?;
+    let Ok(protocol_type) = stream_reader_protocol_type(py) else {
+        return false;
+    };
     if !protocol.get_type().is(protocol_type) {
-        return Ok(false);
+        return false;
     }
     let property_is_asyncios = protocol_type
         .getattr(intern!(py, "_stream_reader"))
@@ -82,14 +86,17 @@ pub(crate) fn applies(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
             "StreamReaderProtocol.data_received",
         )
     {
-        return Ok(false);
+        return false;
     }
-    let Some(reader) = reader_of(protocol)? else {
-        return Ok(true);
-    };
-    Ok(reader.get_type().is(stream_reader_type(py)?)
-        && has_asyncio_method(&reader, "feed_data", "StreamReader.feed_data")
-        && has_asyncio_method(&reader, "_wakeup_waiter", "StreamReader._wakeup_waiter"))
+    match reader_of(protocol) {
+        Ok(None) => true,
+        Ok(Some(reader)) => {
+            stream_reader_type(py).is_ok_and(|reader_type| reader.get_type().is(reader_type))
+                && has_asyncio_method(&reader, "feed_data", "StreamReader.feed_data")
+                && has_asyncio_method(&reader, "_wakeup_waiter", "StreamReader._wakeup_waiter")
+        }
+        Err(_) => false,
+    }
 }
 
 /// The protocol's reader, as its `_stream_reader` property finds it: the

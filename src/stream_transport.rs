@@ -327,9 +327,9 @@ impl StreamTransport {
         Self::after_buffer_updated(slf, pump.buffer_updated(py, nbytes))
     }
 
-    /// A receive into a lent buffer: `Some(n)` bytes for `buffer_updated`,
-    /// or `None` once end of stream, a would-block or a read error has been
-    /// dealt with.
+    /// A receive into a lent buffer (or a stream's): `Some(n)` bytes
+    /// received, or `None` once end of stream, a would-block or a read error
+    /// has been dealt with.
     fn received_into_buffer(
         slf: &Bound<'_, Self>,
         received: std::io::Result<usize>,
@@ -419,14 +419,7 @@ impl StreamTransport {
                 )
             }
         };
-        match received {
-            Ok(0) => Self::on_eof(slf),
-            Ok(_) => Ok(()),
-            Err(err) if net::would_block(&err) => Ok(()),
-            Err(err) => {
-                Self::fatal_error(slf, os_error(&err), "Fatal read error on socket transport")
-            }
-        }
+        Self::received_into_buffer(slf, received).map(drop)
     }
 
     fn read_into_buffer(
@@ -718,7 +711,7 @@ impl StreamTransport {
                     buffer_updated: buffer_updated.unbind(),
                 },
             }
-        } else if stream_feed::applies(protocol)? {
+        } else if stream_feed::applies(protocol) {
             Reader::Stream {
                 protocol: protocol.clone().unbind(),
                 data_received: protocol.getattr(intern!(py, "data_received"))?.unbind(),
