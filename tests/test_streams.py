@@ -21,6 +21,11 @@ async def connected_pair(protocol):
     return transport, theirs
 
 
+def record_errors(errors):
+    """Collect what the running loop hands its exception handler."""
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+
+
 async def until(predicate):
     deadline = asyncio.get_running_loop().time() + TIMEOUT
     while not predicate():
@@ -113,8 +118,7 @@ def test_data_for_a_protocol_without_a_reader_is_dropped_quietly(run):
     errors = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        record_errors(errors)
         protocol = asyncio.StreamReaderProtocol(None)
         transport, peer = await connected_pair(protocol)
         peer.sendall(b"nobody reads this")
@@ -134,8 +138,7 @@ def test_data_for_a_reader_gone_away_is_dropped_quietly(run):
     errors = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        record_errors(errors)
         reader = asyncio.StreamReader()
         protocol = asyncio.StreamReaderProtocol(reader)
         transport, peer = await connected_pair(protocol)
@@ -156,8 +159,7 @@ def test_data_after_the_reader_saw_end_of_stream_is_a_fatal_protocol_error(run):
     errors = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        record_errors(errors)
         reader = asyncio.StreamReader()
         transport, peer = await connected_pair(asyncio.StreamReaderProtocol(reader))
         reader.feed_eof()
