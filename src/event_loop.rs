@@ -23,7 +23,7 @@ use pyo3::PyTraverseError;
 
 use crate::clock;
 use crate::errors::{loop_closed, os_error};
-use crate::fd_registry::{Direction, FdRegistry, WAKER_TOKEN};
+use crate::fd_registry::{Direction, FdRegistry, THREAD_WAKE_TOKEN, WAKER_TOKEN};
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, TimerHandle};
 use crate::loop_stats::{LoopStats, Progress, LAG_BOUNDS};
@@ -289,7 +289,8 @@ impl LoopCore {
     }
 
     /// Polls, then queues the callbacks of the fds that are ready; true if
-    /// the wake-up channel had something (a signal, a thread's wake-up).
+    /// the signal channel had something (other threads' wake-ups need no
+    /// handling: the poll returning was their purpose).
     /// Out of line: the event buffer lives only in this frame, so an
     /// iteration that does not poll never pays for it.
     #[inline(never)]
@@ -300,7 +301,9 @@ impl LoopCore {
         let woken = self.state.with(py, |st| {
             let mut woken = false;
             for event in events.iter() {
-                if event.token == WAKER_TOKEN {
+                if event.token == THREAD_WAKE_TOKEN {
+                    // Returning from the poll was the whole message.
+                } else if event.token == WAKER_TOKEN {
                     woken = true;
                 } else {
                     st.fds
@@ -796,6 +799,9 @@ impl LoopCore {
         let waker = Waker::new().map_err(|e| os_error(&e))?;
         poller
             .add(waker.read_fd(), WAKER_TOKEN, Interest::READ)
+            .map_err(|e| os_error(&e))?;
+        poller
+            .add_edge_triggered_read(waker.event_fd(), THREAD_WAKE_TOKEN)
             .map_err(|e| os_error(&e))?;
         Ok(LoopCore {
             state: GilCell::new(LoopState::default()),

@@ -14,8 +14,11 @@ use pyo3::prelude::*;
 use crate::handles::Handle;
 use crate::sys::{Event, Interest, Poller};
 
-/// Token of the loop's own wake-up channel; never issued to an fd.
+/// Token of the loop's signal channel; never issued to an fd.
 pub const WAKER_TOKEN: u64 = u64::MAX;
+/// Token of the eventfd other threads wake the loop with; never issued
+/// either (no fd gets generation u32::MAX).
+pub const THREAD_WAKE_TOKEN: u64 = u64::MAX - 1;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Direction {
@@ -130,7 +133,8 @@ impl FdRegistry {
     }
 
     fn next_token(&mut self, fd: RawFd) -> u64 {
-        // Generation u32::MAX is never issued, keeping WAKER_TOKEN unique.
+        // Generation u32::MAX is never issued, keeping WAKER_TOKEN and
+        // THREAD_WAKE_TOKEN unique.
         self.generation = if self.generation >= u32::MAX - 1 {
             1
         } else {

@@ -98,6 +98,17 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)
     }
 
+    /// Watches `fd` for input edge-triggered: reported once per wake-up of
+    /// its wait queue, whether or not it was read in between (for the
+    /// waker's eventfd, see `waker.rs`).
+    pub fn add_edge_triggered_read(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: token,
+        };
+        cvt(unsafe { libc::epoll_ctl(self.fd()?, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
+    }
+
     pub fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
     }
