@@ -13,6 +13,10 @@ Method:
 * The machine must be idle: CPU use by anything else is sampled before the
   run (it refuses to start above 15% unless --force) and between
   repetitions; a run that saw a busy moment is flagged "NOISY" in the output.
+* The CPUs must keep their speed: a fixed piece of pure-Python work is timed
+  on each CPU before the run and after every repetition.  A virtual machine
+  whose host is busy looks idle from inside yet runs everything slower; a
+  run whose probe varied by more than 10% is flagged "NOISY" as well.
 * The ceiling row is a single-threaded pure-Rust echo server under the same
   client: what the client and kernel allow at all.
 
@@ -48,6 +52,7 @@ ECHO_SIZES = [1024, 10240, 102400]
 ECHO_CONNS = [10, 100]
 HTTP_STYLES = ["protocol", "aiohttp", "uvicorn"]
 BUSY_LIMIT = 0.15
+SPEED_SPREAD_LIMIT = 0.10
 
 
 def pinned(cpu, argv):
@@ -68,6 +73,32 @@ def cpu_busy_fraction(window=1.0):
     total1, idle1 = sample()
     total = total1 - total0
     return 0.0 if total <= 0 else 1.0 - (idle1 - idle0) / total
+
+
+def cpu_speed():
+    """Fixed pure-Python work per second on the slowest CPU, best of 5
+    tries per CPU (each about 20 ms): how fast this machine runs right now."""
+    cpus = sorted(os.sched_getaffinity(0))
+    per_cpu = []
+    try:
+        for cpu in cpus:
+            os.sched_setaffinity(0, {cpu})
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                total = 0
+                for i in range(200_000):
+                    total += i & 7
+                best = min(best, time.perf_counter() - t0)
+            per_cpu.append(1.0 / best)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    return min(per_cpu)
+
+
+def speed_spread(speeds):
+    """How far apart the slowest and fastest CPU probes were (0.25: 25%)."""
+    return max(speeds) / min(speeds) - 1.0
 
 
 # ---- one measurement each ---------------------------------------------------
@@ -236,6 +267,7 @@ def main():
         sys.exit(f"the machine is busy ({busy:.0%} CPU used by others): refusing to measure; "
                  "--force to measure anyway")  # fmt: skip
     busy_samples = [busy]
+    speeds = [cpu_speed()]
     results = {}
     started = time.time()
     for rep in range(args.reps):
@@ -243,16 +275,23 @@ def main():
             for loop in loops + ([CEILING] if case.ceiling else []):
                 results.setdefault((case.name, loop), []).append(case.measure(loop, args.seconds))
         busy_samples.append(cpu_busy_fraction(0.5))
+        speeds.append(cpu_speed())
         print(f"repetition {rep + 1}/{args.reps} done ({time.time() - started:.0f} s)",
               file=sys.stderr)  # fmt: skip
 
-    noisy = max(busy_samples) > BUSY_LIMIT
+    busy_noise = max(busy_samples) > BUSY_LIMIT
+    spread = speed_spread(speeds)
+    speed_noise = spread > SPEED_SPREAD_LIMIT
+    why = [w for w, flagged in (("another process used the CPU", busy_noise),
+                                (f"the CPUs' speed varied by {spread:.0%}", speed_noise))
+           if flagged]  # fmt: skip
     header = (
-        f"{'NOISY RUN (another process used the CPU): ' if noisy else ''}"
+        f"{'NOISY RUN (' + '; '.join(why) + '): ' if why else ''}"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"CPython {platform.python_version()}; median of {args.reps} "
-        f"(min-max); others' CPU use between repetitions: max {max(busy_samples):.0%}.\n\n"
+        f"(min-max); others' CPU use between repetitions: max {max(busy_samples):.0%}; "
+        f"CPU speed probe across the run: {spread:.0%} apart.\n\n"
         f"Command: `python benches/run.py {' '.join(sys.argv[1:])}`"
     )
     rows = summarize(cases, loops, results)
@@ -261,7 +300,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.md").write_text(table)
     (out / "latest.json").write_text(json.dumps(
-        {"header": header, "loops": loops,
+        {"header": header, "loops": loops, "cpu_speed_probes": speeds,
          "rows": [{"section": c.section, "name": c.name, "unit": c.unit, "stats": s}
                   for c, s in rows]}, indent=1))  # fmt: skip
     (out / "latest.svg").write_text(chart.render(rows, loops, header.splitlines()[0]))
