@@ -279,12 +279,12 @@ def main():
         print(f"repetition {rep + 1}/{args.reps} done ({time.time() - started:.0f} s)",
               file=sys.stderr)  # fmt: skip
 
-    busy_noise = max(busy_samples) > BUSY_LIMIT
     spread = speed_spread(speeds)
-    speed_noise = spread > SPEED_SPREAD_LIMIT
-    why = [w for w, flagged in (("another process used the CPU", busy_noise),
-                                (f"the CPUs' speed varied by {spread:.0%}", speed_noise))
-           if flagged]  # fmt: skip
+    why = []
+    if max(busy_samples) > BUSY_LIMIT:
+        why.append("another process used the CPU")
+    if spread > SPEED_SPREAD_LIMIT:
+        why.append(f"the CPUs' speed varied by {spread:.0%}")
     header = (
         f"{'NOISY RUN (' + '; '.join(why) + '): ' if why else ''}"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
