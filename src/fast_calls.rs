@@ -2,10 +2,10 @@
 //! scheduling methods `call_soon` (every Task step and Future callback goes
 //! through it), `call_soon_threadsafe`, `call_later` and `call_at`; and the
 //! no-argument `get_debug`, `create_future`, `time`, `is_running`,
-//! `is_closed` and `stop`, which skip PyO3's trampoline (a thread-local
-//! count per call) the same way. The fd-callback methods (`add_reader` & co)
-//! share the parser. Every one fails a wrong call with the message of
-//! asyncio's Python method.
+//! `is_closed` and `stop`, which skip PyO3's argument parsing the same
+//! way. The fd-callback methods (`add_reader` & co) and the handles'
+//! methods (`cancel`, `cancelled`, `when` & co) share the parser. Every one
+//! fails a wrong call with the message of asyncio's Python method.
 //!
 //! PyO3's generated wrappers parse `(..., callback, *args, context=None)`
 //! with its generic argument parser and enter through its trampoline. These
@@ -25,11 +25,16 @@ use pyo3::types::{PyBool, PyFloat, PyString, PyTuple};
 use pyo3::PyTypeInfo;
 
 use crate::event_loop::LoopCore;
+use crate::handles::{Handle, TimerHandle};
 
 /// A method's parameters: `leading` positional ones (which may also be
 /// given by name), then, for the scheduling methods, `*args` and the
 /// keyword-only `context`; for the fd-callback ones `*args` only.
 struct Signature {
+    /// The class Python names in the messages: asyncio's method lives in
+    /// `BaseEventLoop`, but a wrong call names the class whose dict holds
+    /// the function, here the native one.
+    class: &'static str,
     name: &'static str,
     leading: &'static [&'static str],
     star_args: bool,
@@ -40,6 +45,7 @@ impl Signature {
     /// `(..., *args, context=None)`, the scheduling methods' shape.
     const fn scheduling(name: &'static str, leading: &'static [&'static str]) -> Signature {
         Signature {
+            class: "LoopCore",
             name,
             leading,
             star_args: true,
@@ -54,6 +60,7 @@ impl Signature {
         star_args: bool,
     ) -> Signature {
         Signature {
+            class: "LoopCore",
             name,
             leading,
             star_args,
@@ -61,10 +68,21 @@ impl Signature {
         }
     }
 
+    /// A method of `class` without parameters (besides `self`).
+    const fn no_arguments(class: &'static str, name: &'static str) -> Signature {
+        Signature {
+            class,
+            name,
+            leading: &[],
+            star_args: false,
+            context: false,
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn error(&self, what: String) -> PyErr {
-        PyTypeError::new_err(format!("LoopCore.{}() {what}", self.name))
+        PyTypeError::new_err(format!("{}.{}() {what}", self.class, self.name))
     }
 
     /// Built as a Python string, so any name (even one that is not valid
@@ -81,8 +99,8 @@ impl Signature {
         let message = PyString::new(
             py,
             &format!(
-                "LoopCore.{}() got an unexpected keyword argument '",
-                self.name
+                "{}.{}() got an unexpected keyword argument '",
+                self.class, self.name
             ),
         )
         .add(name)
@@ -272,18 +290,50 @@ unsafe fn parse<'py, const N: usize>(
 /// errors are raised, and a Rust panic becomes an exception instead of
 /// unwinding into CPython.
 ///
+/// The thread is attached the way PyO3 counts it. Without that, a `Py`
+/// dropped by the body (the callback a `cancel()` releases, the handle a
+/// `remove_reader()` unregisters) only goes to PyO3's deferred pool when the
+/// method is called from code outside any PyO3 method (a script's top
+/// level, another thread), and the object outlives the call. Only when PyO3
+/// refuses to attach (the interpreter is finalizing, or a GC traversal is
+/// running) does the body run unattached, its drops deferred.
+///
 /// # Safety
-/// Called from a method descriptor of LoopCore, with the GIL held.
-unsafe fn enter(
+/// Called from a method descriptor of `T`, with the GIL held.
+unsafe fn enter<T>(
     slf: *mut ffi::PyObject,
-    body: impl FnOnce(Python<'_>, &Bound<'_, LoopCore>) -> PyResult<*mut ffi::PyObject>,
+    body: impl FnOnce(Python<'_>, &Bound<'_, T>) -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
+    let mut body = Some(body);
+    if let Some(obj) = Python::try_attach(|py| {
+        // SAFETY: by this function's contract.
+        unsafe { enter_attached(py, slf, body.take()) }
+    }) {
+        return obj;
+    }
     // SAFETY: CPython calls methods with the GIL held.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: by this function's contract.
+    unsafe { enter_attached(py, slf, body.take()) }
+}
+
+/// `enter`'s work, once it knows how the thread is attached. `body` is
+/// None only if `enter` called it twice, which it does not.
+///
+/// # Safety
+/// As `enter`.
+unsafe fn enter_attached<T>(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    body: Option<impl FnOnce(Python<'_>, &Bound<'_, T>) -> PyResult<*mut ffi::PyObject>>,
+) -> *mut ffi::PyObject {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the method descriptor checked that `slf` is a LoopCore
-        // (or a subclass) before calling.
-        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
+        let Some(body) = body else {
+            return Err(PySystemError::new_err("method body already ran"));
+        };
+        // SAFETY: the method descriptor checked that `slf` is a `T` (or a
+        // subclass) before calling.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<T>() };
         body(py, &slf)
     }));
     match outcome {
@@ -335,7 +385,7 @@ macro_rules! entry {
             // SAFETY: CPython's calling convention for a METH_FASTCALL |
             // METH_KEYWORDS method of LoopCore (see `parse` and `enter`).
             unsafe {
-                enter(slf, |py, $slf| {
+                enter::<LoopCore>(slf, |py, $slf| {
                     let Parsed {
                         leading: [$($arg),+],
                         args: $args,
@@ -402,13 +452,14 @@ entry!(remove_writer, REMOVE_WRITER, [fd], _args, _context, |slf| {
     LoopCore::remove_writer(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
 });
 
-/// Defines the entry `$name` of a method without parameters, returning
-/// `$body`'s object. A METH_FASTCALL | METH_KEYWORDS entry rather than
-/// METH_NOARGS, so that a wrong call fails with the message of asyncio's
-/// Python method ("takes 1 positional argument but 2 were given", "got an
-/// unexpected keyword argument"), not CPython's "takes no arguments".
+/// Defines the entry `$name` of `$class`'s method `$method`, which has no
+/// parameters, returning `$body`'s object. A METH_FASTCALL | METH_KEYWORDS
+/// entry rather than METH_NOARGS, so that a wrong call fails with the
+/// message of asyncio's Python method ("takes 1 positional argument but 2
+/// were given", "got an unexpected keyword argument"), not CPython's
+/// "takes no arguments".
 macro_rules! noargs_entry {
-    ($name:ident, |$py:ident, $slf:ident| $body:expr) => {
+    ($name:ident, $class:ident . $method:ident, |$py:ident, $slf:ident| $body:expr) => {
         unsafe extern "C" fn $name(
             slf: *mut ffi::PyObject,
             args: *const *mut ffi::PyObject,
@@ -416,11 +467,12 @@ macro_rules! noargs_entry {
             kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
             // SAFETY: CPython's calling convention for a METH_FASTCALL |
-            // METH_KEYWORDS method of LoopCore (see `enter`).
+            // METH_KEYWORDS method of `$class` (see `enter`).
             unsafe {
-                enter(slf, |$py, $slf| {
+                enter::<$class>(slf, |$py, $slf| {
                     if nargs != 0 || has_keywords(kwnames) {
-                        const SIG: Signature = Signature::positional(stringify!($name), &[], false);
+                        const SIG: Signature =
+                            Signature::no_arguments(stringify!($class), stringify!($method));
                         return Err(wrong_call(parse::<0>($py, &SIG, args, nargs, kwnames)));
                     }
                     let obj: PyResult<_> = $body;
@@ -455,35 +507,66 @@ fn wrong_call(parsed: PyResult<Parsed<'_, 0>>) -> PyErr {
 
 // get_debug is called once per Future and Task made (CPython's C Future
 // asks its loop for the debug flag); create_future once per future awaited.
-noargs_entry!(get_debug, |py, slf| {
+noargs_entry!(get_debug, LoopCore.get_debug, |py, slf| {
     let debug = LoopCore::get_debug(slf.get());
     Ok(PyBool::new(py, debug).to_owned())
 });
-noargs_entry!(create_future, |_py, slf| LoopCore::create_future(slf));
-noargs_entry!(time, |py, slf| {
+noargs_entry!(create_future, LoopCore.create_future, |_py, slf| {
+    LoopCore::create_future(slf)
+});
+noargs_entry!(time, LoopCore.time, |py, slf| {
     let now = LoopCore::time(slf.get());
     Ok(PyFloat::new(py, now))
 });
-noargs_entry!(is_running, |py, slf| {
+noargs_entry!(is_running, LoopCore.is_running, |py, slf| {
     Ok(PyBool::new(py, slf.get().is_running()).to_owned())
 });
-noargs_entry!(is_closed, |py, slf| {
+noargs_entry!(is_closed, LoopCore.is_closed, |py, slf| {
     Ok(PyBool::new(py, slf.get().is_closed()).to_owned())
 });
-noargs_entry!(stop, |py, slf| {
+noargs_entry!(stop, LoopCore.stop, |py, slf| {
     slf.get().stop();
     Ok(py.None())
 });
 
-/// Replaces the PyO3 method `name` in LoopCore's dict with `entry`, keeping
-/// the PyO3 method's docstring and text signature (`inspect.signature`).
-fn replace(
+// The handles' methods: `cancel` runs for every timeout that finishes in
+// time, and all of them fail a wrong call as asyncio's Python methods do.
+// TimerHandle inherits `cancelled`, `get_context` and `_run`, so a wrong
+// call names `Handle`, as asyncio's inherited methods do.
+noargs_entry!(handle_cancel, Handle.cancel, |py, slf| {
+    Handle::cancel(slf).map(|()| py.None())
+});
+noargs_entry!(handle_cancelled, Handle.cancelled, |py, slf| {
+    Ok(PyBool::new(py, slf.get().cancelled()).to_owned())
+});
+noargs_entry!(handle_get_context, Handle.get_context, |py, slf| {
+    Ok(slf.get().get_context(py))
+});
+noargs_entry!(handle_run, Handle._run, |py, slf| {
+    Handle::_run(slf).map(|()| py.None())
+});
+noargs_entry!(handle_repr_info, Handle._repr_info, |_py, slf| {
+    Handle::_repr_info(slf)
+});
+noargs_entry!(timer_cancel, TimerHandle.cancel, |py, slf| {
+    TimerHandle::cancel(slf).map(|()| py.None())
+});
+noargs_entry!(timer_repr_info, TimerHandle._repr_info, |_py, slf| {
+    TimerHandle::_repr_info(slf)
+});
+noargs_entry!(timer_when, TimerHandle.when, |py, slf| {
+    Ok(slf.get().when(py))
+});
+
+/// Replaces the PyO3 method `name` in `T`'s dict with `entry`, keeping the
+/// PyO3 method's docstring and text signature (`inspect.signature`).
+fn replace<T: pyo3::PyClass>(
     py: Python<'_>,
     name: &'static std::ffi::CStr,
     entry: ffi::PyMethodDefPointer,
     flags: std::ffi::c_int,
 ) -> PyResult<()> {
-    let tp = LoopCore::type_object(py);
+    let tp = T::type_object(py);
     let key = name
         .to_str()
         .map_err(|e| PySystemError::new_err(e.to_string()))?;
@@ -494,13 +577,14 @@ fn replace(
         let obj = generated.as_ptr();
         if ffi::PyObject_TypeCheck(obj, std::ptr::addr_of_mut!(ffi::PyMethodDescr_Type)) == 0 {
             return Err(PySystemError::new_err(format!(
-                "LoopCore.{key} is not a method"
+                "{}.{key} is not a method",
+                T::NAME
             )));
         }
         (*(*obj.cast::<ffi::PyMethodDescrObject>()).d_method).ml_doc
     };
     // Method descriptors keep a pointer to their definition for good; there
-    // are fourteen, made once per process.
+    // are a score of them, made once per process.
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: entry,
@@ -509,10 +593,7 @@ fn replace(
     }));
     // SAFETY: a live type object, GIL held; `def` lives for the process.
     let descr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyDescr_NewMethod(LoopCore::type_object_raw(py), def),
-        )?
+        Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(T::type_object_raw(py), def))?
     };
     tp.setattr(key, descr)
 }
@@ -523,22 +604,22 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         PyCFunctionFastWithKeywords: entry,
     };
     let flags = ffi::METH_FASTCALL | ffi::METH_KEYWORDS;
-    replace(py, c"call_soon", fast(call_soon), flags)?;
-    replace(
+    replace::<LoopCore>(py, c"call_soon", fast(call_soon), flags)?;
+    replace::<LoopCore>(
         py,
         c"call_soon_threadsafe",
         fast(call_soon_threadsafe),
         flags,
     )?;
-    replace(py, c"call_later", fast(call_later), flags)?;
-    replace(py, c"call_at", fast(call_at), flags)?;
+    replace::<LoopCore>(py, c"call_later", fast(call_later), flags)?;
+    replace::<LoopCore>(py, c"call_at", fast(call_at), flags)?;
     for (name, entry) in [
         (c"add_reader", add_reader as FastMethod),
         (c"add_writer", add_writer),
         (c"remove_reader", remove_reader),
         (c"remove_writer", remove_writer),
     ] {
-        replace(py, name, fast(entry), flags)?;
+        replace::<LoopCore>(py, name, fast(entry), flags)?;
     }
     for (name, entry) in [
         (c"get_debug", get_debug as FastMethod),
@@ -548,7 +629,28 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         (c"is_closed", is_closed),
         (c"stop", stop),
     ] {
-        replace(py, name, fast(entry), flags)?;
+        replace::<LoopCore>(py, name, fast(entry), flags)?;
+    }
+    for (name, entry) in [
+        (c"cancel", handle_cancel as FastMethod),
+        (c"cancelled", handle_cancelled),
+        (c"get_context", handle_get_context),
+        (c"_run", handle_run),
+        (c"_repr_info", handle_repr_info),
+    ] {
+        replace::<Handle>(py, name, fast(entry), flags)?;
+    }
+    for (name, entry) in [
+        (c"cancel", timer_cancel as FastMethod),
+        (c"when", timer_when),
+        (c"_repr_info", timer_repr_info),
+    ] {
+        replace::<TimerHandle>(py, name, fast(entry), flags)?;
+    }
+    if py.version_info() < (3, 12) {
+        // asyncio's handles gained get_context() in 3.12; before that, code
+        // that probes for it must find it missing, as on asyncio.
+        Handle::type_object(py).delattr("get_context")?;
     }
     Ok(())
 }

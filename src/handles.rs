@@ -522,19 +522,19 @@ impl Handle {
 
 #[pymethods]
 impl Handle {
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::cancel_base(slf)
     }
 
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+    pub(crate) fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
         self.context.clone_ref(py)
     }
 
-    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::run(slf)
     }
 
@@ -582,7 +582,7 @@ impl Handle {
     }
 
     /// The parts of the repr, as asyncio's `Handle._repr_info()`.
-    fn _repr_info(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn _repr_info(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         Ok(py_helpers::handle_repr_info_fn(py)?.call1((slf,))?.unbind())
     }
@@ -675,7 +675,7 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
-    fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+    pub(crate) fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         if self.given_as_int {
             // Exact: `deadline_at` checked that the int fits the float.
             pyo3::types::PyInt::new(py, self.when as i64).into_any()
@@ -694,7 +694,7 @@ impl TimerHandle {
         self.scheduled.load(Relaxed)
     }
 
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let base = slf.as_super();
         if !base.get().is_cancelled() && slf.get().scheduled.load(Relaxed) {
@@ -703,6 +703,12 @@ impl TimerHandle {
             }
         }
         Handle::cancel_base(base)
+    }
+
+    /// The parts of the repr. asyncio's TimerHandle overrides this method
+    /// (to add the deadline), so a wrong call to it names TimerHandle.
+    pub(crate) fn _repr_info(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Handle::_repr_info(slf.as_super())
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {

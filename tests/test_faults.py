@@ -522,6 +522,46 @@ def test_missing_and_unexpected_arguments_raise_type_error_like_asyncio(loop, st
         TypeError, "call_at() missing 2 required positional arguments: 'when' and 'callback'")
 
 
+@pytest.mark.parametrize("kind", ["handle", "timer"])
+def test_wrong_calls_to_handle_methods_raise_asyncio_messages(loop, stdlib_loop, kind):
+    # Unlike the loop's, these messages name the same classes on both loops
+    # (Handle, TimerHandle; a timer's inherited methods name Handle), so they
+    # are compared whole.
+    def handles(lp):
+        return lp.call_soon(noop) if kind == "handle" else lp.call_later(10, noop)
+
+    ours, theirs = handles(loop), handles(stdlib_loop)
+    names = ["cancel", "cancelled", "_run", "_repr_info"]
+    if kind == "timer":
+        names.append("when")
+    if PY_VERSION >= (3, 12):
+        names.append("get_context")
+    try:
+        for name in names:
+            for args, kwargs in [((1,), {}), ((), {"x": 1}), ((1, 2), {"self": 3})]:
+                got = outcome(getattr(ours, name), *args, **kwargs)
+                assert got == outcome(getattr(theirs, name), *args, **kwargs), name
+                assert got[0] is TypeError, name
+        # A right call still works after all that.
+        assert ours.cancelled() is False
+        ours.cancel()
+        assert ours.cancelled() is True
+    finally:
+        ours.cancel()
+        theirs.cancel()
+    assert outcome(ours.cancelled, 1) == (
+        TypeError, "Handle.cancelled() takes 1 positional argument but 2 were given")
+
+
+def test_handle_get_context_exists_from_python_3_12_as_on_asyncio(loop, stdlib_loop):
+    for lp in (loop, stdlib_loop):
+        handle, timer = lp.call_soon(noop), lp.call_later(10, noop)
+        assert hasattr(handle, "get_context") == (PY_VERSION >= (3, 12))
+        assert hasattr(timer, "get_context") == (PY_VERSION >= (3, 12))
+        handle.cancel()
+        timer.cancel()
+
+
 # ---- context= ----------------------------------------------------------------
 
 NOT_CONTEXTS = [1, {}, "ctx", object()]
@@ -1383,6 +1423,50 @@ def _reuse_scenario(lp, remove_first, keep_old_alive):
         for s in (old_peer, new, new_peer):
             s.close()
     return {"removed": removed, "before": before, "after": after, "final": final}
+
+
+class Releasable:
+    """A callback whose release can be observed with a weak reference."""
+
+    def __call__(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("how", ["remove_reader", "remove_writer", "replace_reader",
+                                 "cancel_handle", "cancel_timer"])
+def test_methods_called_outside_the_loop_release_what_they_drop_at_once(
+        loop, stdlib_loop, socketpair, how):
+    """A script's top level runs outside any loop method: what a call there
+    lets go of (the callback a cancel drops, the registration a removal
+    ends) is freed before the call returns, as on asyncio."""
+    a, _ = socketpair
+
+    def scenario(lp):
+        callback = Releasable()
+        ref = weakref.ref(callback)
+        if how == "remove_reader":
+            lp.add_reader(a, callback)
+            del callback
+            assert lp.remove_reader(a) is True
+        elif how == "remove_writer":
+            lp.add_writer(a, callback)
+            del callback
+            assert lp.remove_writer(a) is True
+        elif how == "replace_reader":
+            lp.add_reader(a, callback)
+            del callback
+            lp.add_reader(a, noop)
+        else:
+            handle = lp.call_soon(callback) if how == "cancel_handle" \
+                else lp.call_later(3600, callback)
+            del callback
+            handle.cancel()
+        released = ref() is None
+        lp.remove_reader(a)
+        return released
+
+    assert scenario(stdlib_loop) is True
+    assert scenario(loop) is True
 
 
 def test_reused_fd_after_remove_reader_gets_only_its_own_events(loop, stdlib_loop):

@@ -105,6 +105,9 @@ MODULES = (
     ModuleSpec("test_threads"),
 
     ModuleSpec("test_subprocess"),
+    # asyncio.staggered (happy eyeballs' racing helper); its tests first
+    # ship with 3.13.
+    ModuleSpec("test_staggered", min_version=(3, 13)),
 
     # Prepared: switched on as the matching ferroloop features land.
     ModuleSpec("test_eager_task_factory", min_version=(3, 12)),
