@@ -286,66 +286,89 @@ unsafe fn parse<'py, const N: usize>(
     })
 }
 
-/// Runs `body` on the method's receiver as PyO3's trampoline would: Python
-/// errors are raised, and a Rust panic becomes an exception instead of
-/// unwinding into CPython.
+/// Defines `$name`, the C function CPython calls for `$class`'s method
+/// whose body is `$body`, in one of two ways:
 ///
-/// The thread is attached the way PyO3 counts it. Without that, a `Py`
-/// dropped by the body (the callback a `cancel()` releases, the handle a
-/// `remove_reader()` unregisters) only goes to PyO3's deferred pool when the
-/// method is called from code outside any PyO3 method (a script's top
-/// level, another thread), and the object outlives the call. Only when PyO3
-/// refuses to attach (the interpreter is finalizing, or a GC traversal is
-/// running) does the body run unattached, its drops deferred.
+/// * `attached`: through PyO3's own trampoline for METH_FASTCALL |
+///   METH_KEYWORDS methods, the one its generated wrappers use minus their
+///   argument parsing. It counts the thread as attached for the call, as
+///   every PyO3 method does, so a `Py` the body drops (the callback a
+///   `cancel()` releases, the handle a `remove_reader()` unregisters) is
+///   freed at once. Without that count, a method called from outside any
+///   PyO3 method (a script's top level, another thread) sends such drops to
+///   PyO3's deferred pool, and the objects outlive the call. (PyO3's
+///   `impl_` module is hidden API; Cargo.lock pins the version this was
+///   written against, as for `handle_alloc`.)
+/// * `unattached`: straight into the body (see `run_unattached`), without
+///   the count: two thread-local accesses less per call, about 56 of ~2,300
+///   instructions per `call_soon` and run (callgrind). Only for bodies that
+///   release no `Py`: they create, queue and return objects, and whatever
+///   they let go of is a `Bound`, released on the spot. The scheduling
+///   methods and the loop's no-argument getters are such bodies. (A Python
+///   error discarded on a cold path, such as the 3.13 keyword suggestion
+///   that found none, may wait in the pool until the next PyO3 call.)
 ///
-/// # Safety
-/// Called from a method descriptor of `T`, with the GIL held.
-unsafe fn enter<T>(
-    slf: *mut ffi::PyObject,
-    body: impl FnOnce(Python<'_>, &Bound<'_, T>) -> PyResult<*mut ffi::PyObject>,
-) -> *mut ffi::PyObject {
-    let mut body = Some(body);
-    if let Some(obj) = Python::try_attach(|py| {
-        // SAFETY: by this function's contract.
-        unsafe { enter_attached(py, slf, body.take()) }
-    }) {
-        return obj;
-    }
-    // SAFETY: CPython calls methods with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    // SAFETY: by this function's contract.
-    unsafe { enter_attached(py, slf, body.take()) }
+/// Either way a Rust panic becomes a `PanicException` instead of unwinding
+/// into CPython.
+macro_rules! c_entry {
+    (@wrap attached, $body:ident) => {
+        pyo3::get_trampoline_function!(fastcall_cfunction_with_keywords, $body)
+    };
+    (@wrap unattached, $body:ident) => {{
+        unsafe extern "C" fn direct(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython's calling convention, passed on unchanged.
+            unsafe { run_unattached(|py| $body(py, slf, args, nargs, kwnames)) }
+        }
+        direct
+    }};
+    ($name:ident, $class:ty, $mode:ident, |$py:ident, $slf:ident, $args:ident, $nargs:ident, $kwnames:ident| $body:expr) => {
+        #[allow(non_upper_case_globals)]
+        const $name: FastMethod = {
+            /// # Safety
+            /// CPython's calling convention for a METH_FASTCALL |
+            /// METH_KEYWORDS method of `$class`, GIL held.
+            unsafe fn body(
+                $py: Python<'_>,
+                slf: *mut ffi::PyObject,
+                $args: *const *mut ffi::PyObject,
+                $nargs: ffi::Py_ssize_t,
+                $kwnames: *mut ffi::PyObject,
+            ) -> PyResult<*mut ffi::PyObject> {
+                // SAFETY: the method descriptor checked that `slf` is a
+                // `$class` (or a subclass) before calling.
+                let $slf =
+                    unsafe { Bound::from_borrowed_ptr($py, slf).cast_into_unchecked::<$class>() };
+                let $slf = &$slf;
+                $body
+            }
+            c_entry!(@wrap $mode, body)
+};
+    };
 }
 
-/// `enter`'s work, once it knows how the thread is attached. `body` is
-/// None only if `enter` called it twice, which it does not.
+/// Runs an `unattached` entry's body: Python errors are raised, and a Rust
+/// panic becomes a `PanicException` (a BaseException, so `except Exception`
+/// does not swallow it) carrying the panic's message, as PyO3 reports one.
 ///
 /// # Safety
-/// As `enter`.
-unsafe fn enter_attached<T>(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    body: Option<impl FnOnce(Python<'_>, &Bound<'_, T>) -> PyResult<*mut ffi::PyObject>>,
+/// GIL held.
+unsafe fn run_unattached(
+    body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let Some(body) = body else {
-            return Err(PySystemError::new_err("method body already ran"));
-        };
-        // SAFETY: the method descriptor checked that `slf` is a `T` (or a
-        // subclass) before calling.
-        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<T>() };
-        body(py, &slf)
-    }));
-    match outcome {
+    // SAFETY: CPython calls methods with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    match catch_unwind(AssertUnwindSafe(|| body(py))) {
         Ok(Ok(obj)) => obj,
         Ok(Err(err)) => {
             err.restore(py);
             std::ptr::null_mut()
         }
         Err(payload) => {
-            // As PyO3's own trampoline reports a panic: a PanicException
-            // (a BaseException, so `except Exception` does not swallow it)
-            // carrying the panic's message.
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()
@@ -375,34 +398,31 @@ type FastMethod = unsafe extern "C" fn(
 /// arguments `[$arg, ...]`, `$args` and `$context`, then returns `$body`'s
 /// object.
 macro_rules! entry {
-    ($name:ident, $sig:expr, [$($arg:ident),+], $args:ident, $context:ident, |$slf:ident| $body:expr) => {
-        unsafe extern "C" fn $name(
-            slf: *mut ffi::PyObject,
-            args: *const *mut ffi::PyObject,
-            nargs: ffi::Py_ssize_t,
-            kwnames: *mut ffi::PyObject,
-        ) -> *mut ffi::PyObject {
-            // SAFETY: CPython's calling convention for a METH_FASTCALL |
-            // METH_KEYWORDS method of LoopCore (see `parse` and `enter`).
-            unsafe {
-                enter::<LoopCore>(slf, |py, $slf| {
-                    let Parsed {
-                        leading: [$($arg),+],
-                        args: $args,
-                        context: $context,
-                    } = parse(py, &$sig, args, nargs, kwnames)?;
-                    Ok($body?.into_ptr())
-                })
-            }
-        }
+    ($name:ident, $mode:ident, $sig:expr, [$($arg:ident),+], $args:ident, $context:ident, |$slf:ident| $body:expr) => {
+        c_entry!($name, LoopCore, $mode, |py, $slf, args, nargs, kwnames| {
+            // SAFETY: CPython's vectorcall arguments (see `parse`).
+            let Parsed {
+                leading: [$($arg),+],
+                args: $args,
+                context: $context,
+            } = unsafe { parse(py, &$sig, args, nargs, kwnames)? };
+            Ok($body?.into_ptr())
+        });
     };
 }
 
-entry!(call_soon, CALL_SOON, [callback], args, context, |slf| {
-    LoopCore::call_soon(slf, callback, args, context)
-});
+entry!(
+    call_soon,
+    unattached,
+    CALL_SOON,
+    [callback],
+    args,
+    context,
+    |slf| { LoopCore::call_soon(slf, callback, args, context) }
+);
 entry!(
     call_soon_threadsafe,
+    unattached,
     CALL_SOON_THREADSAFE,
     [callback],
     args,
@@ -411,15 +431,22 @@ entry!(
 );
 entry!(
     call_later,
+    unattached,
     CALL_LATER,
     [delay, callback],
     args,
     context,
     |slf| { LoopCore::call_later(slf, &delay, callback, args, context) }
 );
-entry!(call_at, CALL_AT, [when, callback], args, context, |slf| {
-    LoopCore::call_at(slf, &when, callback, args, context)
-});
+entry!(
+    call_at,
+    unattached,
+    CALL_AT,
+    [when, callback],
+    args,
+    context,
+    |slf| { LoopCore::call_at(slf, &when, callback, args, context) }
+);
 
 const ADD_READER: Signature = Signature::positional("add_reader", &["fd", "callback"], true);
 const ADD_WRITER: Signature = Signature::positional("add_writer", &["fd", "callback"], true);
@@ -431,6 +458,7 @@ const REMOVE_WRITER: Signature = Signature::positional("remove_writer", &["fd"],
 // positional arguments but 2 were given", not counting `self`).
 entry!(
     add_reader,
+    attached,
     ADD_READER,
     [fd, callback],
     args,
@@ -439,18 +467,35 @@ entry!(
 );
 entry!(
     add_writer,
+    attached,
     ADD_WRITER,
     [fd, callback],
     args,
     _context,
     |slf| { LoopCore::add_writer(slf, &fd, callback, args).map(|()| slf.py().None()) }
 );
-entry!(remove_reader, REMOVE_READER, [fd], _args, _context, |slf| {
-    LoopCore::remove_reader(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
-});
-entry!(remove_writer, REMOVE_WRITER, [fd], _args, _context, |slf| {
-    LoopCore::remove_writer(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
-});
+entry!(
+    remove_reader,
+    attached,
+    REMOVE_READER,
+    [fd],
+    _args,
+    _context,
+    |slf| {
+        LoopCore::remove_reader(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
+    }
+);
+entry!(
+    remove_writer,
+    attached,
+    REMOVE_WRITER,
+    [fd],
+    _args,
+    _context,
+    |slf| {
+        LoopCore::remove_writer(slf, &fd).map(|removed| PyBool::new(slf.py(), removed).to_owned())
+    }
+);
 
 /// Defines the entry `$name` of `$class`'s method `$method`, which has no
 /// parameters, returning `$body`'s object. A METH_FASTCALL | METH_KEYWORDS
@@ -459,27 +504,19 @@ entry!(remove_writer, REMOVE_WRITER, [fd], _args, _context, |slf| {
 /// were given", "got an unexpected keyword argument"), not CPython's
 /// "takes no arguments".
 macro_rules! noargs_entry {
-    ($name:ident, $class:ident . $method:ident, |$py:ident, $slf:ident| $body:expr) => {
-        unsafe extern "C" fn $name(
-            slf: *mut ffi::PyObject,
-            args: *const *mut ffi::PyObject,
-            nargs: ffi::Py_ssize_t,
-            kwnames: *mut ffi::PyObject,
-        ) -> *mut ffi::PyObject {
-            // SAFETY: CPython's calling convention for a METH_FASTCALL |
-            // METH_KEYWORDS method of `$class` (see `enter`).
-            unsafe {
-                enter::<$class>(slf, |$py, $slf| {
-                    if nargs != 0 || has_keywords(kwnames) {
-                        const SIG: Signature =
-                            Signature::no_arguments(stringify!($class), stringify!($method));
-                        return Err(wrong_call(parse::<0>($py, &SIG, args, nargs, kwnames)));
-                    }
-                    let obj: PyResult<_> = $body;
-                    Ok(obj?.into_ptr())
-                })
+    ($name:ident, $mode:ident, $class:ident . $method:ident, |$py:ident, $slf:ident| $body:expr) => {
+        c_entry!($name, $class, $mode, |$py, $slf, args, nargs, kwnames| {
+            // SAFETY: CPython's vectorcall arguments (see `parse`).
+            if nargs != 0 || unsafe { has_keywords(kwnames) } {
+                const SIG: Signature =
+                    Signature::no_arguments(stringify!($class), stringify!($method));
+                return Err(wrong_call(unsafe {
+                    parse::<0>($py, &SIG, args, nargs, kwnames)
+                }));
             }
-        }
+            let obj: PyResult<_> = $body;
+            Ok(obj?.into_ptr())
+        });
     };
 }
 
@@ -507,24 +544,27 @@ fn wrong_call(parsed: PyResult<Parsed<'_, 0>>) -> PyErr {
 
 // get_debug is called once per Future and Task made (CPython's C Future
 // asks its loop for the debug flag); create_future once per future awaited.
-noargs_entry!(get_debug, LoopCore.get_debug, |py, slf| {
+noargs_entry!(get_debug, unattached, LoopCore.get_debug, |py, slf| {
     let debug = LoopCore::get_debug(slf.get());
     Ok(PyBool::new(py, debug).to_owned())
 });
-noargs_entry!(create_future, LoopCore.create_future, |_py, slf| {
-    LoopCore::create_future(slf)
-});
-noargs_entry!(time, LoopCore.time, |py, slf| {
+noargs_entry!(
+    create_future,
+    unattached,
+    LoopCore.create_future,
+    |_py, slf| { LoopCore::create_future(slf) }
+);
+noargs_entry!(time, unattached, LoopCore.time, |py, slf| {
     let now = LoopCore::time(slf.get());
     Ok(PyFloat::new(py, now))
 });
-noargs_entry!(is_running, LoopCore.is_running, |py, slf| {
+noargs_entry!(is_running, unattached, LoopCore.is_running, |py, slf| {
     Ok(PyBool::new(py, slf.get().is_running()).to_owned())
 });
-noargs_entry!(is_closed, LoopCore.is_closed, |py, slf| {
+noargs_entry!(is_closed, unattached, LoopCore.is_closed, |py, slf| {
     Ok(PyBool::new(py, slf.get().is_closed()).to_owned())
 });
-noargs_entry!(stop, LoopCore.stop, |py, slf| {
+noargs_entry!(stop, unattached, LoopCore.stop, |py, slf| {
     slf.get().stop();
     Ok(py.None())
 });
@@ -533,28 +573,34 @@ noargs_entry!(stop, LoopCore.stop, |py, slf| {
 // time, and all of them fail a wrong call as asyncio's Python methods do.
 // TimerHandle inherits `cancelled`, `get_context` and `_run`, so a wrong
 // call names `Handle`, as asyncio's inherited methods do.
-noargs_entry!(handle_cancel, Handle.cancel, |py, slf| {
+noargs_entry!(handle_cancel, attached, Handle.cancel, |py, slf| {
     Handle::cancel(slf).map(|()| py.None())
 });
-noargs_entry!(handle_cancelled, Handle.cancelled, |py, slf| {
+noargs_entry!(handle_cancelled, attached, Handle.cancelled, |py, slf| {
     Ok(PyBool::new(py, slf.get().cancelled()).to_owned())
 });
-noargs_entry!(handle_get_context, Handle.get_context, |py, slf| {
-    Ok(slf.get().get_context(py))
-});
-noargs_entry!(handle_run, Handle._run, |py, slf| {
+noargs_entry!(
+    handle_get_context,
+    attached,
+    Handle.get_context,
+    |py, slf| { Ok(slf.get().get_context(py)) }
+);
+noargs_entry!(handle_run, attached, Handle._run, |py, slf| {
     Handle::_run(slf).map(|()| py.None())
 });
-noargs_entry!(handle_repr_info, Handle._repr_info, |_py, slf| {
+noargs_entry!(handle_repr_info, attached, Handle._repr_info, |_py, slf| {
     Handle::_repr_info(slf)
 });
-noargs_entry!(timer_cancel, TimerHandle.cancel, |py, slf| {
+noargs_entry!(timer_cancel, attached, TimerHandle.cancel, |py, slf| {
     TimerHandle::cancel(slf).map(|()| py.None())
 });
-noargs_entry!(timer_repr_info, TimerHandle._repr_info, |_py, slf| {
-    TimerHandle::_repr_info(slf)
-});
-noargs_entry!(timer_when, TimerHandle.when, |py, slf| {
+noargs_entry!(
+    timer_repr_info,
+    attached,
+    TimerHandle._repr_info,
+    |_py, slf| { TimerHandle::_repr_info(slf) }
+);
+noargs_entry!(timer_when, attached, TimerHandle.when, |py, slf| {
     Ok(slf.get().when(py))
 });
 

@@ -2297,6 +2297,23 @@ def test_getaddrinfo_matches_socket_getaddrinfo(loop):
         loop.run_until_complete(loop.getaddrinfo("no-such-host.invalid", 80))
 
 
+@pytest.mark.parametrize("host", [b"xn--fa-hia.de", "xn--fa-hia.de", b"\xff.example"])
+def test_getaddrinfo_hands_any_name_to_the_resolver_as_given(loop, monkeypatch, host):
+    """asyncio's getaddrinfo takes no shortcut: even a name that Python's
+    IDNA 2003 codec cannot decode (``faß.de`` in its IDNA 2008 form, which
+    anyio passes as bytes) reaches ``socket.getaddrinfo`` unchanged."""
+    seen = []
+    answer = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
+
+    def fake_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        seen.append(host)
+        return answer
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    assert loop.run_until_complete(loop.getaddrinfo(host, 443)) == answer
+    assert seen == [host]
+
+
 # ---------------------------------------------------------------------------
 # The package entry points (policy, install, run)
 # ---------------------------------------------------------------------------

@@ -125,7 +125,14 @@ class ExecutorMixin:
         addresses are answered at once; names are resolved in the default
         executor."""
         resolve = self._getaddrinfo_logged if self._debug else socket.getaddrinfo
-        if numeric_addrinfo(host, port, family, type or socket.SOCK_STREAM, proto):
+        try:
+            numeric = numeric_addrinfo(host, port, family, type or socket.SOCK_STREAM, proto)
+        except UnicodeError:
+            # asyncio's getaddrinfo has no shortcut that decodes the name:
+            # one Python's IDNA 2003 codec rejects (an IDNA 2008 name given
+            # as bytes) goes to the resolver as it is.
+            numeric = None
+        if numeric:
             self._check_closed()
             # No lookup happens for a numeric host and port, so the call
             # cannot block.
