@@ -1316,6 +1316,62 @@ class CountingEcho(asyncio.Protocol):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("style", ["streams", "protocol"])
+def test_connection_churn_leaves_objects_descriptors_and_memory_flat(run, style):
+    """Thousands of connections opened, used and closed one after another:
+    once warmed up, the process holds as many Python memory blocks (every
+    object, tracked by the collector or not) and file descriptors as
+    before, and its memory does not grow. One object or descriptor kept
+    per connection would show as 1,500 more."""
+    import gc
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def stream_echo(reader, writer):
+        writer.write(await reader.readexactly(64))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    def footprint():
+        gc.collect()
+        return sys.getallocatedblocks(), len(os.listdir("/proc/self/fd")), rss_bytes()
+
+    async def main():
+        errors = record_errors()
+        loop = asyncio.get_running_loop()
+        if style == "protocol":
+            server = await loop.create_server(Echo, "127.0.0.1", 0)
+        else:
+            server = await asyncio.start_server(stream_echo, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        payload = os.urandom(64)
+        marks = []
+        for i in range(2000):
+            if i in (500, 1999):
+                marks.append(footprint())
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(payload)
+            assert await asyncio.wait_for(reader.readexactly(64), TIMEOUT) == payload
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        assert errors == []
+        return marks
+
+    (blocks_before, fds_before, rss_before), (blocks_after, fds_after, rss_after) = run(main())
+    assert blocks_after - blocks_before < 300, (blocks_before, blocks_after)
+    assert fds_after == fds_before
+    assert rss_after - rss_before < 4 * MiB, (rss_after - rss_before) / MiB
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("loop_factory", ["ferroloop", "asyncio"], indirect=True)
 def test_ten_thousand_concurrent_echo_connections(run, loop_factory, tmp_path):
     old_limits = _raise_nofile(CONNECTIONS + 200)
