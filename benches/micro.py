@@ -199,10 +199,15 @@ BENCHMARKS = {
 }
 
 
-def run_one(loop_name, name):
+def run_one(loop_name, name, measured=True):
+    """Operations per second of one measured run after a warm-up run; with
+    ``measured`` false, the warm-up only (benches/instructions.py counts a
+    process that measures minus one that does not)."""
     loop = make_loop(loop_name)
     try:
         loop.run_until_complete(BENCHMARKS[name]())  # warm-up: imports, pools, caches
+        if not measured:
+            return 0.0
         start = time.perf_counter()
         ops = loop.run_until_complete(BENCHMARKS[name]())
         elapsed = time.perf_counter() - start
@@ -211,13 +216,28 @@ def run_one(loop_name, name):
     return ops / elapsed
 
 
+def scale_work(factor):
+    """Multiplies the fixed amounts of work by ``factor`` (at least 1 each)."""
+    global CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS
+    CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS = (
+        max(1, int(n * factor))
+        for n in (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS)
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--loop", default="asyncio")
     p.add_argument("--only", default=",".join(BENCHMARKS))
     p.add_argument("--json", action="store_true")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every benchmark's amount of work by this")
+    p.add_argument("--warm-up-only", action="store_true",
+                   help="run each benchmark's warm-up and skip its measured run")
     args = p.parse_args()
-    results = {name: run_one(args.loop, name) for name in args.only.split(",")}
+    scale_work(args.scale)
+    results = {name: run_one(args.loop, name, measured=not args.warm_up_only)
+               for name in args.only.split(",")}
     if args.json:
         print(json.dumps(results))
     else:

@@ -230,7 +230,7 @@ impl LoopCore {
 
     fn schedule_at(
         slf: &Bound<'_, Self>,
-        (when, given_as_int): (f64, bool),
+        (when, given): (f64, Option<Py<PyAny>>),
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
@@ -245,7 +245,7 @@ impl LoopCore {
         }
         let debug = this.debug();
         let base = Self::new_handle(slf, callback, args, context, !debug, true)?;
-        let timer = TimerHandle::create(py, when, given_as_int, base)?;
+        let timer = TimerHandle::create(py, when, given, base)?;
         timer.get().set_scheduled(true);
         let queued = timer.clone_ref(py);
         this.state.with(py, |st| st.timers.push(queued, when));
@@ -760,22 +760,32 @@ impl LoopCore {
 }
 
 /// `call_later`'s `self.time() + delay`, with asyncio's TypeError for
-/// values that cannot be added to a float.
-fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+/// values that cannot be added to a float. The sum is computed in Python
+/// for any delay but a float or an int, and kept as the timer's `when()`
+/// when it is not a float either (a numpy float64 delay gives a float64
+/// deadline on asyncio, which `when()` returns).
+fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
     // 3.10 has no explicit check: adding None to the clock fails instead.
     if delay.is_none() && py.version_info() >= (3, 11) {
         return Err(PyTypeError::new_err("delay must not be None"));
     }
     let now = clock::monotonic();
-    match delay.extract::<f64>() {
-        Ok(seconds) => Ok(now + seconds),
-        Err(_) => PyFloat::new(py, now).add(delay)?.extract(),
+    if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<pyo3::types::PyInt>()
+    {
+        if let Ok(seconds) = delay.extract::<f64>() {
+            return Ok((now + seconds, None));
+        }
     }
+    let sum = PyFloat::new(py, now).add(delay)?;
+    let at: f64 = sum.extract()?;
+    let given = (!sum.is_exact_instance_of::<PyFloat>()).then(|| sum.unbind());
+    Ok((at, given))
 }
 
-/// The deadline `call_at` was given, and whether it was an int the float
-/// holds exactly (see `TimerHandle::given_as_int`).
-fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, bool)> {
+/// The deadline `call_at` was given: as a float for the timer heap, and the
+/// object itself unless it is a float, which asyncio keeps and `when()`
+/// returns (`10`, not `10.0`; a Fraction or Decimal as it was given).
+fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
     if when.is_none() {
         // 3.10's TimerHandle asserts instead of raising TypeError.
         if when.py().version_info() < (3, 11) {
@@ -784,11 +794,8 @@ fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, bool)> {
         return Err(PyTypeError::new_err("when cannot be None"));
     }
     let at: f64 = when.extract()?;
-    let given_as_int = when.is_exact_instance_of::<pyo3::types::PyInt>()
-        && when
-            .extract::<i64>()
-            .is_ok_and(|int| at as i64 == int && int as f64 == at);
-    Ok((at, given_as_int))
+    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind());
+    Ok((at, given))
 }
 
 #[pymethods]
@@ -876,7 +883,7 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let when = deadline_after(slf.py(), delay)?;
-        Self::schedule_at(slf, (when, false), callback, args, context)
+        Self::schedule_at(slf, when, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]

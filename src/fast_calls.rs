@@ -346,8 +346,8 @@ macro_rules! c_entry {
                 let $slf = &$slf;
                 $body
             }
-            c_entry!(@wrap $mode, body)
-};
+    c_entry!(@wrap $mode, body)
+        };
     };
 }
 

@@ -607,13 +607,24 @@ pub struct TimerHandle {
     /// True while the timer sits in the loop's heap; only then does a
     /// cancellation count towards the heap clean-up threshold.
     scheduled: AtomicBool,
-    /// `call_at` was given an int that `when` holds exactly: asyncio keeps
-    /// the object it was given, so `when()` and the repr show `10`, not
-    /// `10.0`. (Other non-float types are shown as floats.)
-    given_as_int: bool,
+    /// The deadline as `call_at` was given it (or `call_later`'s sum), when
+    /// it is not a float: asyncio keeps that object, so `when()` and the
+    /// repr show `10`, not `10.0`. Released by hand in `Drop`.
+    given: Option<Py<PyAny>>,
     /// Scheduling order, set when the timer enters the heap: timers due at
     /// the same time run in the order they were scheduled.
     seq: AtomicU64,
+}
+
+impl Drop for TimerHandle {
+    fn drop(&mut self) {
+        if let Some(given) = self.given.take() {
+            // SAFETY: dropped from tp_dealloc (or a failed creation) with the
+            // GIL held. A plain decref, as for the handle's own fields: a
+            // dropped `Py` would ask PyO3's thread-local first.
+            unsafe { ffi::Py_DECREF(given.into_ptr()) };
+        }
+    }
 }
 
 impl TimerHandle {
@@ -621,14 +632,12 @@ impl TimerHandle {
     pub(crate) fn create(
         py: Python<'_>,
         when: f64,
-        given_as_int: bool,
+        given: Option<Py<PyAny>>,
         base: Handle,
     ) -> PyResult<Py<TimerHandle>> {
         let collectable = !base.one_shot;
-        let value = TimerHandle {
-            given_as_int,
-            ..Self::new(when)
-        };
+        let mut value = Self::new(when);
+        value.given = given;
         let obj = crate::handle_alloc::new_timer(py, base, value)?;
         Handle::settle_tracking(obj.bind(py).as_any(), collectable);
         Ok(obj)
@@ -638,7 +647,7 @@ impl TimerHandle {
         TimerHandle {
             when,
             scheduled: AtomicBool::new(false),
-            given_as_int: false,
+            given: None,
             seq: AtomicU64::new(0),
         }
     }
@@ -676,11 +685,9 @@ impl TimerHandle {
 #[pymethods]
 impl TimerHandle {
     pub(crate) fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        if self.given_as_int {
-            // Exact: `deadline_at` checked that the int fits the float.
-            pyo3::types::PyInt::new(py, self.when as i64).into_any()
-        } else {
-            PyFloat::new(py, self.when).into_any()
+        match &self.given {
+            Some(given) => given.bind(py).clone(),
+            None => PyFloat::new(py, self.when).into_any(),
         }
     }
 
@@ -712,7 +719,7 @@ impl TimerHandle {
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        PyFloat::new(py, self.when).hash()
+        self.when(py).hash()
     }
 
     fn __richcmp__(

@@ -2509,6 +2509,40 @@ def test_call_at_keeps_an_int_deadline_as_asyncio_does(loop, stdlib_loop):
     assert repr(handle) == "<TimerHandle cancelled when=10>"
 
 
+class SecondsThatKeepTheirType(float):
+    """A float subclass whose sums stay of its type, as numpy's float64."""
+
+    def __radd__(self, other):
+        return SecondsThatKeepTheirType(float(other) + float(self))
+
+
+def test_timers_keep_any_deadline_object_as_asyncio_does(loop, stdlib_loop):
+    # Whatever call_at was given (an exact big int, a bool, a Fraction, a
+    # Decimal), or call_later's sum when it is not a float, is what when(),
+    # the repr and the hash show.
+    from decimal import Decimal
+    from fractions import Fraction
+
+    deadlines = [2**60 + 1, True, Fraction(7, 2), Decimal("3.5"), SecondsThatKeepTheirType(4.5)]
+    delays = [1, 0.5, Fraction(1, 2), SecondsThatKeepTheirType(0.25)]
+
+    def seen(lp):
+        handles = [lp.call_at(when, noop) for when in deadlines]
+        later = [lp.call_later(delay, noop) for delay in delays]
+        shown = [(type(h.when()), h.when(), repr(h).split(" noop")[0], hash(h) == hash(h.when()))
+                 for h in handles]
+        shown += [type(h.when()) for h in later]
+        for h in handles + later:
+            h.cancel()
+        return shown
+
+    ours = seen(loop)
+    assert ours == seen(stdlib_loop)
+    assert ours[0][:3] == (int, 2**60 + 1, "<TimerHandle when=1152921504606846977")
+    assert ours[2][:2] == (Fraction, Fraction(7, 2))
+    assert ours[-4:] == [float, float, float, SecondsThatKeepTheirType]
+
+
 def test_handles_list_their_repr_parts_as_asyncio_does(loop, stdlib_loop):
     # asyncio.Handle._repr_info(), which subclasses and debugging helpers
     # extend; the repr is "<" + " ".join(parts) + ">".
