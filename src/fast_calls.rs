@@ -311,21 +311,6 @@ unsafe fn parse<'py, const N: usize>(
 /// Either way a Rust panic becomes a `PanicException` instead of unwinding
 /// into CPython.
 macro_rules! c_entry {
-    (@wrap attached, $body:ident) => {
-        pyo3::get_trampoline_function!(fastcall_cfunction_with_keywords, $body)
-    };
-    (@wrap unattached, $body:ident) => {{
-        unsafe extern "C" fn direct(
-            slf: *mut ffi::PyObject,
-            args: *const *mut ffi::PyObject,
-            nargs: ffi::Py_ssize_t,
-            kwnames: *mut ffi::PyObject,
-        ) -> *mut ffi::PyObject {
-            // SAFETY: CPython's calling convention, passed on unchanged.
-            unsafe { run_unattached(|py| $body(py, slf, args, nargs, kwnames)) }
-        }
-        direct
-    }};
     ($name:ident, $class:ty, $mode:ident, |$py:ident, $slf:ident, $args:ident, $nargs:ident, $kwnames:ident| $body:expr) => {
         #[allow(non_upper_case_globals)]
         const $name: FastMethod = {
@@ -346,9 +331,32 @@ macro_rules! c_entry {
                 let $slf = &$slf;
                 $body
             }
-    c_entry!(@wrap $mode, body)
+            $mode!(body)
         };
     };
+}
+
+/// `c_entry!`'s `attached` way: PyO3's trampoline around `$body`.
+macro_rules! attached {
+    ($body:ident) => {
+        pyo3::get_trampoline_function!(fastcall_cfunction_with_keywords, $body)
+    };
+}
+
+/// `c_entry!`'s `unattached` way: `run_unattached` around `$body`.
+macro_rules! unattached {
+    ($body:ident) => {{
+        unsafe extern "C" fn direct(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython's calling convention, passed on unchanged.
+            unsafe { run_unattached(|py| $body(py, slf, args, nargs, kwnames)) }
+        }
+        direct
+    }};
 }
 
 /// Runs an `unattached` entry's body: Python errors are raised, and a Rust
