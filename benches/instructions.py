@@ -1,7 +1,7 @@
 """Instructions per operation of the deterministic micro-benchmarks, for every loop.
 
     python benches/instructions.py [--loops asyncio,uvloop,rloop,rsloop,ferroloop]
-        [--only call_soon,call_later,tasks,futures] [--scale 0.1] [--timeout 600]
+        [--only call_soon,call_later,tasks,futures] [--scale 0.1] [--timeout 180]
 
 Wall-clock figures on a shared virtual machine swing with the host: the
 same run can be twice as fast a minute later (see run.py's speed probe).
@@ -72,7 +72,7 @@ def main():
     p.add_argument("--only", default=",".join(DETERMINISTIC))
     p.add_argument("--scale", type=float, default=0.1,
                    help="work per benchmark, as a fraction of micro.py's (valgrind is slow)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per valgrind process")
+    p.add_argument("--timeout", type=float, default=180, help="seconds per valgrind process")
     args = p.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")

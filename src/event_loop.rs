@@ -82,6 +82,12 @@ pub struct LoopCore {
     bound_call_soon: GilCell<Option<Py<PyAny>>>,
     tracing: AtomicBool,
     clock_resolution: f64,
+    /// The loop's `time` is not the native one: a subclass overrides it, or
+    /// a program (a test's `mock.patch.object(loop, "time")`) set it on the
+    /// instance. asyncio reads `self.time()` to decide which timers are due
+    /// and to compute `call_later`'s deadline, so such a clock is then read
+    /// through Python for those decisions too.
+    python_clock: AtomicBool,
 }
 
 /// `threading.get_ident()`.
@@ -265,7 +271,7 @@ impl LoopCore {
             .with(py, |st| st.timers.purge_cancelled(py, &mut timer_garbage));
         release(timer_garbage);
 
-        let timeout_ms = this.poll_timeout(py)?;
+        let timeout_ms = Self::poll_timeout(slf)?;
         let woken = if timeout_ms != 0 || this.must_poll_while_busy(py) {
             this.poll_and_dispatch(py, timeout_ms)?
         } else {
@@ -284,7 +290,7 @@ impl LoopCore {
             }
         }
 
-        this.queue_due_timers(py);
+        Self::queue_due_timers(slf)?;
         Self::run_ready(slf)
     }
 
@@ -328,12 +334,23 @@ impl LoopCore {
             || self.iterations.load(Relaxed) % WAKER_CHECK_EVERY == 0
     }
 
+    /// Now, on the loop's clock: the native monotonic clock, or the
+    /// loop's own `time()` when Python code replaced it (`python_clock`).
+    fn loop_time(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if slf.get().python_clock.load(Relaxed) {
+            slf.call_method0(intern!(slf.py(), "time"))?.extract()
+        } else {
+            Ok(clock::monotonic())
+        }
+    }
+
     /// The poll timeout in milliseconds (-1: no timer, wait for I/O), and
     /// the `sleeping` flag raised when the poll may block. Python signal
     /// handlers get their chance first, so a Ctrl-C that arrived while
     /// native code ran is not left waiting behind a long poll.
-    fn poll_timeout(&self, py: Python<'_>) -> PyResult<i32> {
-        let busy = self.state.with(py, |st| !st.ready.is_empty()) || self.stopping.load(Relaxed);
+    fn poll_timeout(slf: &Bound<'_, Self>) -> PyResult<i32> {
+        let (py, this) = (slf.py(), slf.get());
+        let busy = this.state.with(py, |st| !st.ready.is_empty()) || this.stopping.load(Relaxed);
         if !busy {
             // SAFETY: plain C call; the GIL is held.
             if unsafe { ffi::PyErr_CheckSignals() } != 0 {
@@ -343,13 +360,13 @@ impl LoopCore {
         if busy {
             return Ok(0);
         }
-        let now = clock::monotonic();
-        Ok(self.state.with(py, |st| {
-            if !st.ready.is_empty() || self.stopping.load(Relaxed) {
+        let now = Self::loop_time(slf)?;
+        Ok(this.state.with(py, |st| {
+            if !st.ready.is_empty() || this.stopping.load(Relaxed) {
                 return 0;
             }
             // From here on a thread that queues a callback must wake us.
-            self.sleeping.store(true, SeqCst);
+            this.sleeping.store(true, SeqCst);
             match st.timers.next_deadline() {
                 None => -1,
                 Some(when) => {
@@ -409,13 +426,14 @@ impl LoopCore {
         }
     }
 
-    fn queue_due_timers(&self, py: Python<'_>) {
-        if self.state.with(py, |st| st.timers.len() == 0) {
-            return; // and no clock read
+    fn queue_due_timers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (py, this) = (slf.py(), slf.get());
+        if this.state.with(py, |st| st.timers.len() == 0) {
+            return Ok(()); // and no clock read
         }
-        let end_time = clock::monotonic() + self.clock_resolution;
+        let end_time = Self::loop_time(slf)? + this.clock_resolution;
         let mut garbage = Vec::new();
-        self.state.with(py, |st| {
+        this.state.with(py, |st| {
             while let Some(timer) = st.timers.pop_due(end_time) {
                 let timer = timer.into_bound(py);
                 if timer.as_super().get().is_cancelled() {
@@ -425,12 +443,13 @@ impl LoopCore {
                     // Its context is what running it reads first (see prefetch.rs).
                     timer.as_super().get().prefetch_context();
                     st.stats
-                        .note_timer_lag(end_time - self.clock_resolution - timer.get().deadline());
+                        .note_timer_lag(end_time - this.clock_resolution - timer.get().deadline());
                     st.ready.push_back(timer.into_super().unbind());
                 }
             }
         });
         release(garbage);
+        Ok(())
     }
 
     /// Runs the callbacks that are ready now; those they schedule wait for
@@ -764,12 +783,15 @@ impl LoopCore {
 /// for any delay but a float or an int, and kept as the timer's `when()`
 /// when it is not a float either (a numpy float64 delay gives a float64
 /// deadline on asyncio, which `when()` returns).
-fn deadline_after(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
+fn deadline_after(
+    py: Python<'_>,
+    now: f64,
+    delay: &Bound<'_, PyAny>,
+) -> PyResult<(f64, Option<Py<PyAny>>)> {
     // 3.10 has no explicit check: adding None to the clock fails instead.
     if delay.is_none() && py.version_info() >= (3, 11) {
         return Err(PyTypeError::new_err("delay must not be None"));
     }
-    let now = clock::monotonic();
     if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<pyo3::types::PyInt>()
     {
         if let Ok(seconds) = delay.extract::<f64>() {
@@ -828,6 +850,7 @@ impl LoopCore {
             bound_call_soon: GilCell::new(None),
             tracing: AtomicBool::new(false),
             clock_resolution: clock::resolution(),
+            python_clock: AtomicBool::new(false),
         })
     }
 
@@ -882,7 +905,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let when = deadline_after(slf.py(), delay)?;
+        let when = deadline_after(slf.py(), Self::loop_time(slf)?, delay)?;
         Self::schedule_at(slf, when, callback, args, context)
     }
 
@@ -959,6 +982,12 @@ impl LoopCore {
 
     pub(crate) fn time(&self) -> f64 {
         clock::monotonic()
+    }
+
+    /// Whether timers follow `self.time()` read through Python (see
+    /// `python_clock`); EventLoop sets it when `time` is replaced.
+    fn _set_python_clock(&self, on: bool) {
+        self.python_clock.store(on, Relaxed);
     }
 
     // ---- socket operations (plain sockets; see sock_ops.rs) -------------

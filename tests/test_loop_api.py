@@ -2509,6 +2509,66 @@ def test_call_at_keeps_an_int_deadline_as_asyncio_does(loop, stdlib_loop):
     assert repr(handle) == "<TimerHandle cancelled when=10>"
 
 
+def test_a_patched_loop_time_decides_which_timers_are_due(loop, stdlib_loop):
+    # aiohttp's keep-alive test moves a patched loop.time() to a timer's
+    # deadline and expects the timer to run: asyncio reads self.time() in
+    # its run loop and in call_later.
+    from unittest import mock
+
+    def scenario(lp):
+        async def main():
+            fired = []
+            now = lp.time()
+            lp.call_at(now + 15, fired.append, "due at +15")
+            with mock.patch.object(lp, "time", return_value=now + 15):
+                later = lp.call_later(5, fired.append, "never")
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                during = list(fired)
+            later.cancel()
+            # The real clock is back: a near timer runs on time, and the
+            # patched deadline (+20) is not what call_later uses now.
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            waited = time.monotonic() - started
+            return during, later.when() - now, waited < 5, lp.call_later(1, noop).when() - now < 2
+
+        return lp.run_until_complete(main())
+
+    ours = scenario(loop)
+    assert ours == scenario(stdlib_loop)
+    assert ours == (["due at +15"], 20, True, True)
+
+
+def test_a_subclass_clock_decides_which_timers_are_due(loop_factory):
+    # A loop subclass that overrides time(), here with a clock that can jump
+    # ahead: call_later counts from it, and a timer runs once it says the
+    # deadline has come, not when some other clock does.
+    class Jumpy(loop_factory.loop_class):
+        ahead = 0.0
+
+        def time(self):
+            return super().time() + self.ahead
+
+    lp = Jumpy()
+    try:
+        async def main():
+            fired = []
+            later = lp.call_later(100, fired.append, "later")
+            assert abs(later.when() - (time.monotonic() + 100)) < 1
+            lp.call_at(lp.time() + 100, fired.append, "at")
+            await asyncio.sleep(0.05)
+            before = list(fired)
+            lp.ahead = 101.0
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return before, sorted(fired)
+
+        assert lp.run_until_complete(main()) == ([], ["at", "later"])
+    finally:
+        lp.close()
+
+
 class SecondsThatKeepTheirType(float):
     """A float subclass whose sums stay of its type, as numpy's float64."""
 

@@ -206,43 +206,6 @@ def test_three_pipes_and_communicate(run):
     run(main())
 
 
-def test_the_blocking_read_of_a_spawn_happens_in_the_function_the_readme_names(
-        run, loop_factory, monkeypatch):
-    """Popen blocks on a pipe read while the child starts, on both loops.
-    Tools that flag blocking calls (blockbuster) let the read through by the
-    file and name of the loop function it happens in; the README names
-    ferroloop's, and this keeps that recipe true."""
-    expected = ("asyncio/base_events.py", "subprocess_exec")
-    if loop_factory.name == "ferroloop":
-        expected = ("ferroloop/_subprocess.py", "_start_subprocess")
-    real_read = os.read
-    blocking_reads = []
-
-    def watching_read(fd, n):
-        if os.get_blocking(fd):
-            frame, found = sys._getframe(1), False
-            while frame is not None:
-                name = frame.f_code.co_filename.replace("\\", "/")
-                found = found or (name.endswith(expected[0]) and frame.f_code.co_name == expected[1])
-                frame = frame.f_back
-            blocking_reads.append(found)
-        return real_read(fd, n)
-
-    async def main():
-        monkeypatch.setattr(os, "read", watching_read)
-        try:
-            # cwd= keeps Popen off its posix_spawn path (3.13 takes it for
-            # plain calls), which makes no read.
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "pass", cwd=os.getcwd())
-        finally:
-            monkeypatch.setattr(os, "read", real_read)
-        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
-
-    run(main())
-    assert blocking_reads and all(blocking_reads), blocking_reads
-
-
 def test_communicate_with_10_mb_each_way(run):
     data = random.Random(1).randbytes(10 * MiB)
 

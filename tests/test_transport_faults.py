@@ -1315,6 +1315,41 @@ class CountingEcho(asyncio.Protocol):
         self.stats["received"].append((self.size, self.crc))
 
 
+def test_transports_take_instance_attributes_so_tests_can_patch_them(run):
+    """asyncio's socket transports have an instance dict: a program may
+    hang its own attributes on them, and a test may patch a method
+    (aiohttp's heartbeat tests: mock.patch.object(transport, "write",
+    side_effect=ConnectionResetError))."""
+    from unittest import mock
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        received = loop.create_future()
+
+        class Collect(asyncio.Protocol):
+            def data_received(self, data):
+                if not received.done():
+                    received.set_result(data)
+
+        server = await loop.create_server(Collect, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname())
+        try:
+            transport.tag = "mine"
+            assert transport.tag == "mine"
+            with mock.patch.object(transport, "write", side_effect=ConnectionResetError):
+                with pytest.raises(ConnectionResetError):
+                    transport.write(b"never sent")
+            transport.write(b"sent")  # the transport's own write again
+            assert await asyncio.wait_for(received, TIMEOUT) == b"sent"
+        finally:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("style", ["streams", "protocol"])
 def test_connection_churn_leaves_objects_descriptors_and_memory_flat(run, style):

@@ -76,6 +76,23 @@ class EventLoop(
         self._old_agen_hooks = None
         self.set_debug(_debug.debug_requested())
         self._init_introspection()
+        self._set_python_clock(type(self).time is not _NATIVE_TIME)
+
+    # asyncio decides which timers are due, and where call_later's deadline
+    # falls, by calling self.time(). A subclass may override it and a test
+    # may patch it on the instance (mock.patch.object(loop, "time")); the
+    # native core then reads that clock instead of its own. Attributes are
+    # set on a loop a handful of times per run, so this hook costs nothing
+    # that matters.
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "time":
+            self._set_python_clock(True)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        if name == "time":
+            self._set_python_clock(type(self).time is not _NATIVE_TIME)
 
     def __repr__(self):
         return (
@@ -285,6 +302,10 @@ class EventLoop(
                         "asyncgen": agen,
                     }
                 )
+
+
+# The method `time` resolves to when nothing replaced it: LoopCore's.
+_NATIVE_TIME = EventLoop.time
 
 
 def _name_task(task, name):

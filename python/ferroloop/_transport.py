@@ -38,7 +38,9 @@ def _set_nodelay(sock):
 class SocketTransport(transports.Transport):
     """A transport over a connected TCP or Unix stream socket."""
 
-    __slots__ = ("_core", "_loop", "__weakref__")
+    # "__dict__": asyncio's transports take instance attributes, and tests
+    # rely on it (mock.patch.object(transport, "write", ...) in aiohttp's).
+    __slots__ = ("_core", "_loop", "__weakref__", "__dict__")
 
     # loop.sendfile may use os.sendfile on the socket; loop.start_tls may
     # put a TLS layer over it.
