@@ -236,7 +236,7 @@ impl LoopCore {
 
     fn schedule_at(
         slf: &Bound<'_, Self>,
-        (when, given): (f64, Option<Py<PyAny>>),
+        (when, given): (f64, Option<Bound<'_, PyAny>>),
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
@@ -783,11 +783,11 @@ impl LoopCore {
 /// for any delay but a float or an int, and kept as the timer's `when()`
 /// when it is not a float either (a numpy float64 delay gives a float64
 /// deadline on asyncio, which `when()` returns).
-fn deadline_after(
-    py: Python<'_>,
+fn deadline_after<'py>(
+    py: Python<'py>,
     now: f64,
-    delay: &Bound<'_, PyAny>,
-) -> PyResult<(f64, Option<Py<PyAny>>)> {
+    delay: &Bound<'py, PyAny>,
+) -> PyResult<(f64, Option<Bound<'py, PyAny>>)> {
     // 3.10 has no explicit check: adding None to the clock fails instead.
     if delay.is_none() && py.version_info() >= (3, 11) {
         return Err(PyTypeError::new_err("delay must not be None"));
@@ -800,14 +800,14 @@ fn deadline_after(
     }
     let sum = PyFloat::new(py, now).add(delay)?;
     let at: f64 = sum.extract()?;
-    let given = (!sum.is_exact_instance_of::<PyFloat>()).then(|| sum.unbind());
+    let given = (!sum.is_exact_instance_of::<PyFloat>()).then_some(sum);
     Ok((at, given))
 }
 
 /// The deadline `call_at` was given: as a float for the timer heap, and the
 /// object itself unless it is a float, which asyncio keeps and `when()`
 /// returns (`10`, not `10.0`; a Fraction or Decimal as it was given).
-fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
+fn deadline_at<'py>(when: &Bound<'py, PyAny>) -> PyResult<(f64, Option<Bound<'py, PyAny>>)> {
     if when.is_none() {
         // 3.10's TimerHandle asserts instead of raising TypeError.
         if when.py().version_info() < (3, 11) {
@@ -816,7 +816,7 @@ fn deadline_at(when: &Bound<'_, PyAny>) -> PyResult<(f64, Option<Py<PyAny>>)> {
         return Err(PyTypeError::new_err("when cannot be None"));
     }
     let at: f64 = when.extract()?;
-    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind());
+    let given = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone());
     Ok((at, given))
 }
 

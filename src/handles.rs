@@ -632,12 +632,14 @@ impl TimerHandle {
     pub(crate) fn create(
         py: Python<'_>,
         when: f64,
-        given: Option<Py<PyAny>>,
+        given: Option<Bound<'_, PyAny>>,
         base: Handle,
     ) -> PyResult<Py<TimerHandle>> {
         let collectable = !base.one_shot;
+        // Kept as a `Bound` until here: an error before this point (a closed
+        // loop) releases it at once, not through PyO3's deferred pool.
         let mut value = Self::new(when);
-        value.given = given;
+        value.given = given.map(Bound::unbind);
         let obj = crate::handle_alloc::new_timer(py, base, value)?;
         Handle::settle_tracking(obj.bind(py).as_any(), collectable);
         Ok(obj)
