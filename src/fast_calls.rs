@@ -658,25 +658,16 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
         PyCFunctionFastWithKeywords: entry,
     };
     let flags = ffi::METH_FASTCALL | ffi::METH_KEYWORDS;
-    replace::<LoopCore>(py, c"call_soon", fast(call_soon), flags)?;
-    replace::<LoopCore>(
-        py,
-        c"call_soon_threadsafe",
-        fast(call_soon_threadsafe),
-        flags,
-    )?;
-    replace::<LoopCore>(py, c"call_later", fast(call_later), flags)?;
-    replace::<LoopCore>(py, c"call_at", fast(call_at), flags)?;
     for (name, entry) in [
-        (c"add_reader", add_reader as FastMethod),
+        (c"call_soon", call_soon as FastMethod),
+        (c"call_soon_threadsafe", call_soon_threadsafe),
+        (c"call_later", call_later),
+        (c"call_at", call_at),
+        (c"add_reader", add_reader),
         (c"add_writer", add_writer),
         (c"remove_reader", remove_reader),
         (c"remove_writer", remove_writer),
-    ] {
-        replace::<LoopCore>(py, name, fast(entry), flags)?;
-    }
-    for (name, entry) in [
-        (c"get_debug", get_debug as FastMethod),
+        (c"get_debug", get_debug),
         (c"create_future", create_future),
         (c"time", time),
         (c"is_running", is_running),
