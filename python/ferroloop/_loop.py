@@ -76,7 +76,7 @@ class EventLoop(
         self._old_agen_hooks = None
         self.set_debug(_debug.debug_requested())
         self._init_introspection()
-        self._set_python_clock(type(self).time is not _NATIVE_TIME)
+        self._follow_time()
 
     # asyncio decides which timers are due, and where call_later's deadline
     # falls, by calling self.time(). A subclass may override it and a test
@@ -87,12 +87,17 @@ class EventLoop(
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
         if name == "time":
-            self._set_python_clock(True)
+            self._follow_time()
 
     def __delattr__(self, name):
         super().__delattr__(name)
         if name == "time":
-            self._set_python_clock(type(self).time is not _NATIVE_TIME)
+            self._follow_time()
+
+    def _follow_time(self):
+        """Tell the native core whether ``self.time`` is still its own."""
+        replaced = "time" in self.__dict__ or type(self).time is not _NATIVE_TIME
+        self._set_python_clock(replaced)
 
     def __repr__(self):
         return (
