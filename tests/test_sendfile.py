@@ -16,6 +16,7 @@ import subprocess
 import threading
 
 import pytest
+from counting_socket import CountingSocket
 
 TIMEOUT = 10
 DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: more than one socket buffer
@@ -65,21 +66,30 @@ class Quiet(asyncio.Protocol):
         self.paused += 1
 
 
-async def connected_transport(protocol_factory=Quiet, **kwargs):
-    """A client transport on the loop, and a Sink on the accepted peer."""
+async def connected_transport(protocol_factory=Quiet, sock_type="plain", **kwargs):
+    """A client transport on the loop, and a Sink on the accepted peer.
+
+    With ``sock_type="subclass"`` the client socket is a CountingSocket
+    given with sock= (ferroloop's transport in Python)."""
     loop = asyncio.get_running_loop()
     listener = socket.create_server(("127.0.0.1", 0))
     with listener:
-        transport, protocol = await loop.create_connection(
-            protocol_factory, *listener.getsockname(), **kwargs
-        )
+        if sock_type == "subclass":
+            sock = CountingSocket()
+            sock.connect(listener.getsockname())
+            kwargs["sock"] = sock
+            address = ()
+        else:
+            address = listener.getsockname()
+        transport, protocol = await loop.create_connection(protocol_factory, *address, **kwargs)
         peer, _ = listener.accept()
     return transport, protocol, peer
 
 
-def test_sendfile_sends_the_whole_file_and_leaves_the_position_at_its_end(run, data_file):
+@pytest.mark.parametrize("sock_type", ["plain", "subclass"])
+def test_sendfile_sends_the_whole_file_and_leaves_the_position_at_its_end(run, data_file, sock_type):
     async def main():
-        transport, protocol, peer = await connected_transport()
+        transport, protocol, peer = await connected_transport(sock_type=sock_type)
         with peer:
             sink = Sink(peer)
             sent = await asyncio.wait_for(
@@ -110,9 +120,10 @@ def test_sendfile_with_offset_and_count(run, data_file):
     run(main())
 
 
-def test_data_written_before_and_after_keeps_its_order(run, data_file):
+@pytest.mark.parametrize("sock_type", ["plain", "subclass"])
+def test_data_written_before_and_after_keeps_its_order(run, data_file, sock_type):
     async def main():
-        transport, _, peer = await connected_transport()
+        transport, _, peer = await connected_transport(sock_type=sock_type)
         with peer:
             sink = Sink(peer)
             # More than the kernel takes at once, so sendfile must wait for
@@ -128,9 +139,10 @@ def test_data_written_before_and_after_keeps_its_order(run, data_file):
     run(main())
 
 
-def test_writing_during_sendfile_is_refused(run, data_file):
+@pytest.mark.parametrize("sock_type", ["plain", "subclass"])
+def test_writing_during_sendfile_is_refused(run, data_file, sock_type):
     async def main():
-        transport, _, peer = await connected_transport()
+        transport, _, peer = await connected_transport(sock_type=sock_type)
         with peer:
             sink = Sink(peer)
             transport.write(b"x" * (4 << 20))
@@ -147,7 +159,8 @@ def test_writing_during_sendfile_is_refused(run, data_file):
     run(main())
 
 
-def test_reading_resumes_after_sendfile(run, data_file):
+@pytest.mark.parametrize("sock_type", ["plain", "subclass"])
+def test_reading_resumes_after_sendfile(run, data_file, sock_type):
     class Reader(Quiet):
         def __init__(self):
             super().__init__()
@@ -157,7 +170,7 @@ def test_reading_resumes_after_sendfile(run, data_file):
             self.data += data
 
     async def main():
-        transport, protocol, peer = await connected_transport(Reader)
+        transport, protocol, peer = await connected_transport(Reader, sock_type=sock_type)
         with peer:
             sink = Sink(peer)
             assert transport.is_reading()

@@ -32,6 +32,7 @@ import warnings
 import weakref
 
 import pytest
+from counting_socket import CountingSocket
 
 PY_VERSION = sys.version_info[:2]
 TIMEOUT = 10  # seconds any single scenario may take
@@ -533,6 +534,36 @@ def test_connect_accepted_socket_as_the_tls_server(run, server_ctx, client_ctx):
 
     with no_leaks():
         run(main())
+
+
+def test_tls_over_socket_subclasses_calls_their_methods(loop, stdlib_loop, server_ctx,
+                                                       client_ctx):  # fmt: skip
+    """Socket subclasses given with sock= carry TLS on both sides through
+    their own methods, as on asyncio; the echo is intact."""
+    payload = random.Random(5).randbytes(300_000)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = CountingSocket()
+            client.connect(listener.getsockname())
+            conn, _ = listener.accept()
+        server = CountingSocket(fileno=conn.detach())
+        (transport, protocol), (_, server_protocol) = await asyncio.gather(
+            loop.create_connection(
+                Recorder, sock=client, ssl=client_ctx, server_hostname="localhost"
+            ),
+            loop.connect_accepted_socket(Echo, server, ssl=server_ctx),
+        )
+        assert await echo_roundtrip(transport, protocol, payload) == payload
+        assert await close_transport(transport, protocol) is None
+        assert await asyncio.wait_for(server_protocol.lost, TIMEOUT) is None
+        return sorted(client.calls), sorted(server.calls)
+
+    with no_leaks():
+        expected = run_on(stdlib_loop, scenario())
+        assert all("send" in calls for calls in expected)
+        assert run_on(loop, scenario()) == expected
 
 
 @pytest.mark.skipif(PY_VERSION < (3, 12), reason="3.12+ refuses a socket a transport uses")

@@ -35,6 +35,7 @@ import time
 import zlib
 
 import pytest
+from counting_socket import CountingSocket
 
 PY_VERSION = sys.version_info[:2]
 FERROLOOP_REQUIRED = os.environ.get("FERROLOOP_REQUIRED", "") == "1"
@@ -216,35 +217,47 @@ async def accepted(kind, factory, sock_dir, peer_rcvbuf=None, **server_kwargs):
     return server, protos[0], peer
 
 
-async def connected(kind, factory, sock_dir):
-    """A transport made by create_connection / create_unix_connection.
+async def connected(kind, factory, sock_dir, subclass=False):
+    """A transport made by create_connection / create_unix_connection, over
+    a CountingSocket given with sock= if ``subclass``.
 
     Returns (protocol, peer) where ``peer`` is the accepted blocking socket.
     """
     loop = asyncio.get_running_loop()
     if kind == "tcp":
         listener = socket.create_server(("127.0.0.1", 0))
-        host, port = listener.getsockname()[:2]
-        _, proto = await loop.create_connection(factory, host, port)
+        address = listener.getsockname()[:2]
+        family, connect = socket.AF_INET, loop.create_connection
     else:
-        path = os.path.join(sock_dir, "c")
+        address = os.path.join(sock_dir, "c")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
+        listener.bind(address)
         listener.listen()
-        _, proto = await loop.create_unix_connection(factory, path)
+        family, connect = socket.AF_UNIX, loop.create_unix_connection
+    if subclass:
+        sock = CountingSocket(family, socket.SOCK_STREAM)
+        sock.connect(address)  # the listener's backlog takes it at once
+        _, proto = await connect(factory, sock=sock)
+    elif kind == "tcp":
+        _, proto = await connect(factory, *address)
+    else:
+        _, proto = await connect(factory, address)
     with listener:
         peer, _ = listener.accept()  # already queued by the kernel
+    if kind == "unix":
+        os.unlink(address)  # a second scenario in the test binds it again
     peer.settimeout(TIMEOUT)
     assert proto.made.done()
     return proto, peer
 
 
 async def open_transport(side, kind, factory, sock_dir):
-    """(protocol, peer, server or None) for a transport on ``side``."""
+    """(protocol, peer, server or None) for a transport on ``side``:
+    "server", "client", or "subclass" (a client over a CountingSocket)."""
     if side == "server":
         server, proto, peer = await accepted(kind, factory, sock_dir)
         return proto, peer, server
-    proto, peer = await connected(kind, factory, sock_dir)
+    proto, peer = await connected(kind, factory, sock_dir, subclass=side == "subclass")
     return proto, peer, None
 
 
@@ -276,7 +289,7 @@ def write_all(transport, how, pieces):
 
 
 @pytest.mark.parametrize("how", ["write", "writelines"])
-@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_everything_written_before_close_is_delivered_then_eof(
     run, loop_factory, sock_dir, kind, side, how
@@ -315,7 +328,7 @@ def test_everything_written_before_close_is_delivered_then_eof(
 
 
 @pytest.mark.parametrize("how", ["write", "writelines"])
-@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_write_eof_after_buffered_data_then_half_close(
     run, loop_factory, sock_dir, kind, side, how
@@ -400,8 +413,9 @@ BAD_DATA_CASES = {
 }
 
 
+@pytest.mark.parametrize("side", ["client", "subclass"])
 @pytest.mark.parametrize("case", list(BAD_DATA_CASES))
-def test_bad_write_data_is_handled_as_asyncio_does(loop, stdlib_loop, case):
+def test_bad_write_data_is_handled_as_asyncio_does(loop, stdlib_loop, case, side):
     """What write()/writelines() raise, what reaches the exception handler,
     how the connection ends and what the peer gets, compared with the
     running Python's asyncio."""
@@ -409,7 +423,7 @@ def test_bad_write_data_is_handled_as_asyncio_does(loop, stdlib_loop, case):
 
     async def scenario():
         errors = record_errors()
-        proto, peer, server = await open_transport("client", "tcp", Recorder, None)
+        proto, peer, server = await open_transport(side, "tcp", Recorder, None)
         with peer:
             try:
                 getattr(proto.transport, method)(make())
@@ -432,7 +446,7 @@ def test_bad_write_data_is_handled_as_asyncio_does(loop, stdlib_loop, case):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
 def test_peer_reset_while_reading_is_connection_lost_once(run, sock_dir, side):
     async def main():
         errors = record_errors()
@@ -453,7 +467,7 @@ def test_peer_reset_while_reading_is_connection_lost_once(run, sock_dir, side):
 
 
 @pytest.mark.parametrize("mode", ["eager-write", "buffered-write", "closing-with-buffered-write"])
-@pytest.mark.parametrize("side", ["server", "client"])
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
 def test_peer_reset_hit_by_a_write_is_connection_lost_once(run, sock_dir, side, mode):
     async def main():
         errors = record_errors()
@@ -1313,6 +1327,76 @@ class CountingEcho(asyncio.Protocol):
         if exc is not None:
             self.stats["errors"].append(repr(exc))
         self.stats["received"].append((self.size, self.crc))
+
+
+class BufferedRecorder(asyncio.BufferedProtocol):
+    """Collects what arrives through get_buffer/buffer_updated."""
+
+    def __init__(self):
+        loop = asyncio.get_running_loop()
+        self.buffer = bytearray(64 * 1024)
+        self.data = bytearray()
+        self.transport = None
+        self.made = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.made.set_result(transport)
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buffer[:nbytes]
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("protocol", ["protocol", "buffered"])
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_a_socket_subclass_has_its_own_methods_called_as_asyncio_does(
+    loop, stdlib_loop, sock_dir, kind, protocol
+):
+    """A socket.socket subclass given with sock= is read and written through
+    its own recv/recv_into/send/sendmsg/shutdown, as asyncio's transport
+    does (websockets' test_explicit_socket relies on it); the data is intact
+    both ways."""
+    factory = BufferedRecorder if protocol == "buffered" else Recorder
+    incoming = payload(300_000, 3)
+    outgoing = payload(BIG, 4)
+
+    async def scenario():
+        errors = record_errors()
+        proto, peer = await connected(kind, factory, sock_dir, subclass=True)
+        transport = proto.transport
+        sock = transport.get_extra_info("socket")
+        with peer:
+            transport.write(outgoing)  # more than the kernel takes at once
+            transport.write_eof()
+            # The transport's queue drains and write_eof shuts its side
+            # down; only then does it see the peer's EOF and close.
+            sending = asyncio.ensure_future(in_thread(peer.sendall, incoming))
+            received, end = await in_thread(recv_until_end, peer)
+            await sending
+            peer.shutdown(socket.SHUT_WR)
+            assert await asyncio.wait_for(asyncio.shield(proto.lost), TIMEOUT) is None
+        assert received == outgoing and end == "eof"
+        assert proto.data == incoming
+        assert errors == []
+        # TransportSocket wraps the socket; its private _sock is the object
+        # whose methods were called.
+        return sorted(sock._sock.calls)
+
+    expected = stdlib_loop.run_until_complete(scenario())
+    read = "recv_into" if protocol == "buffered" else "recv"
+    queued_send = "sendmsg" if PY_VERSION >= (3, 12) else "send"
+    assert expected == sorted({read, "send", queued_send, "shutdown"})
+    assert loop.run_until_complete(scenario()) == expected
 
 
 def test_transports_take_instance_attributes_so_tests_can_patch_them(run):

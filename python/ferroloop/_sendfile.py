@@ -264,7 +264,7 @@ class SendfileMixin:
         resume_reading = transport.is_reading()
         transport.pause_reading()
         await transport._make_empty_waiter()
-        transport._core._set_fd_owned(False)
+        transport._set_fd_owned(False)
         try:
             return await self.sock_sendfile(transport._sock, file, offset, count, fallback=False)
         finally:
@@ -273,7 +273,7 @@ class SendfileMixin:
                 transport.resume_reading()
             if transport._sock is not None:
                 # Not if closed meanwhile: the fd number may be reused.
-                transport._core._set_fd_owned(True)
+                transport._set_fd_owned(True)
 
     async def _sendfile_fallback(self, transport, file, offset, count):
         if offset:

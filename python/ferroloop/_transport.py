@@ -15,6 +15,7 @@ from asyncio import constants, transports, trsock
 
 from ._core import StreamTransport
 from ._log import logger
+from ._python_transport import PythonSocketTransport
 from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
 
 
@@ -213,6 +214,9 @@ class SocketTransport(transports.Transport):
     def _reset_empty_waiter(self):
         self._core._reset_empty_waiter()
 
+    def _set_fd_owned(self, owned):
+        self._core._set_fd_owned(owned)
+
 
 class TransportMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
@@ -220,4 +224,8 @@ class TransportMixin:
         if _REFUSES_USED_FDS:
             # As asyncio 3.12+: one socket, one transport.
             self._ensure_fd_no_transport(sock)
+        if type(sock) is not socket.socket:
+            # A subclass may override recv/send, and asyncio's transport
+            # calls them; the native one would read the fd behind their back.
+            return PythonSocketTransport(self, sock, protocol, waiter, extra, server)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
