@@ -10,14 +10,14 @@ control over that queue, and ``connection_lost`` exactly once.
 
 from __future__ import annotations
 
-import collections
 import os
 import socket
 import stat
 import sys
 import warnings
-from asyncio import base_events, constants, transports, trsock
+from asyncio import base_events, constants, transports
 
+from ._fd_transport import FdTransport, ReadControl
 from ._log import logger
 from ._resolve import ensure_resolved
 from ._server import _set_reuseport
@@ -32,15 +32,14 @@ _SENDS_EMPTY = PY_VERSION >= (3, 13)
 # 3.10 names the argument among the offending ones whenever sock= comes
 # with other options, and its message shows this object's repr.
 _UNSET = getattr(base_events, "_unset", None)
-# asyncio's datagram transport became an asyncio.DatagramTransport in 3.12;
-# before, it is an asyncio.Transport only, and isinstance checks see that.
-_BASES = (transports._FlowControlMixin,)
-if PY_VERSION >= (3, 12):
-    _BASES += (transports.DatagramTransport,)
 # 3.10's datagram transport cannot pause reading: is_reading(),
 # pause_reading() and resume_reading() are the base class's, which raise
 # NotImplementedError. 3.11 gave all its socket transports the real ones.
-_HAS_READ_CONTROL = PY_VERSION >= (3, 11)
+_BASES = (ReadControl, FdTransport) if PY_VERSION >= (3, 11) else (FdTransport,)
+# asyncio's datagram transport became an asyncio.DatagramTransport in 3.12;
+# before, it is an asyncio.Transport only, and isinstance checks see that.
+if PY_VERSION >= (3, 12):
+    _BASES += (transports.DatagramTransport,)
 # From 3.12 a socket that a live transport still uses is refused.
 _CHECKS_FD_OWNER = PY_VERSION >= (3, 12)
 
@@ -49,119 +48,17 @@ class DatagramTransport(*_BASES):
     """A transport over a (possibly connected) datagram socket."""
 
     max_size = 256 * 1024  # the largest datagram read
-    _sock = None  # read by __del__ even if __init__ failed
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._sock = sock
-        self._sock_fd = sock.fileno()
-        self._protocol = protocol
+        super().__init__(loop, sock, protocol, extra)
         self._address = address
-        self._buffer = collections.deque()
-        self._buffer_size = 0
-        self._conn_lost = 0
-        self._closing = False
-        self._paused = False
-        # Whether the loop watches the socket for reading: what the repr
-        # shows as read=polling/idle (asyncio asks its selector).
-        self._reader_on = False
-        loop._set_fd_transport(self._sock_fd, self)
         loop.call_soon(protocol.connection_made, self)
         # Datagrams are delivered only once the protocol knows its transport.
         loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self):
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed() and self._sock is not None:
-            info.append("read=polling" if self._reader_on else "read=idle")
-            state = "polling" if self._buffer else "idle"
-            info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
-    # ---- BaseTransport / ReadTransport -----------------------------------
-
-    def get_protocol(self):
-        return self._protocol
-
-    def set_protocol(self, protocol):
-        self._protocol = protocol
-
-    def is_closing(self):
-        return self._closing
-
-    if _HAS_READ_CONTROL:
-
-        def is_reading(self):
-            return not self._closing and not self._paused
-
-        def pause_reading(self):
-            if not self.is_reading():
-                return
-            self._paused = True
-            self._stop_reading()
-            if self._loop.get_debug():
-                logger().debug("%r pauses reading", self)
-
-        def resume_reading(self):
-            if self._closing or not self._paused:
-                return
-            self._paused = False
-            self._start_reading()
-            if self._loop.get_debug():
-                logger().debug("%r resumes reading", self)
-
-    def get_write_buffer_size(self):
-        return self._buffer_size
-
-    def close(self):
-        """Close once queued datagrams are sent; connection_lost(None)
-        follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._stop_reading()
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        """Close at once, dropping queued datagrams."""
-        self._force_close(None)
-
     # ---- reading -----------------------------------------------------------
-
-    def _start_reading(self):
-        # Not is_reading(): 3.10's transport has none.
-        if not self._closing and not self._paused:
-            self._loop._add_reader(self._sock_fd, self._read_ready)
-            self._reader_on = True
-
-    def _stop_reading(self):
-        self._loop._remove_reader(self._sock_fd)
-        self._reader_on = False
 
     def _read_ready(self):
         if self._conn_lost:
@@ -248,50 +145,6 @@ class DatagramTransport(*_BASES):
             self._loop._remove_writer(self._sock_fd)
             if self._closing:
                 self._call_connection_lost(None)
-
-    # ---- ending --------------------------------------------------------------
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._loop._remove_writer(self._sock_fd)
-        if not self._closing:
-            self._closing = True
-            self._stop_reading()
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc):
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            loop = self._loop
-            # Free the fd for plain callbacks before the number can be reused.
-            if not loop.is_closed():
-                loop._set_fd_transport(self._sock_fd, None)
-            self._sock.close()
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-
 
 def _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
                      allow_broadcast, **named_only):  # fmt: skip

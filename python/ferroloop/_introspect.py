@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import weakref
+from typing import Any, Callable, Dict, Optional
 
 from . import _inspect_server, _trace
 from ._log import logger

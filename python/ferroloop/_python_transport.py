@@ -13,13 +13,12 @@ order, errors, messages and flow control as the native transport.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import socket
 import sys
-import warnings
-from asyncio import base_events, constants, protocols, transports, trsock
+from asyncio import base_events, constants, protocols
 
+from ._fd_transport import FdTransport, ReadControl
 from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
 from ._log import logger
 
@@ -32,11 +31,10 @@ _IOV_MAX = 1024
 _PASS_THROUGH = (SystemExit, KeyboardInterrupt)
 
 
-class PythonSocketTransport(transports._FlowControlMixin, transports.Transport):
+class PythonSocketTransport(ReadControl, FdTransport):
     """A transport over a connected stream socket whose methods it calls."""
 
     max_size = 256 * 1024  # the most one recv() asks for
-    _sock = None  # read by __del__ even if __init__ failed
 
     # loop.sendfile may use os.sendfile on the socket (as asyncio's does);
     # loop.start_tls may put a TLS layer over it.
@@ -44,38 +42,10 @@ class PythonSocketTransport(transports._FlowControlMixin, transports.Transport):
     _start_tls_compatible = True
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._sock = sock
-        self._sock_fd = sock.fileno()
-        self._protocol_connected = False
         self._read_ready_cb = None
-        self.set_protocol(protocol)
-        self._server = server
-        # Unsent data, oldest first; every entry is the transport's own
-        # copy, so callers may reuse their buffers once write() returns.
-        self._buffer = collections.deque()
-        self._buffer_size = 0
-        self._conn_lost = 0  # > 0 once connection_lost is scheduled
-        self._closing = False
-        self._paused = False  # pause_reading() in effect
+        super().__init__(loop, sock, protocol, extra, server)
         self._eof = False  # write_eof() called
         self._empty_waiter = None  # sendfile waits for the queue to drain
-        # Whether the loop watches the socket for reading: what the repr
-        # shows as read=polling/idle (asyncio asks its selector).
-        self._reader_on = False
-        if server is not None:
-            server._attach(self)
-        loop._set_fd_transport(self._sock_fd, self)
         base_events._set_nodelay(sock)
         # The same order as asyncio: the protocol hears of the connection
         # before any data, and the waiter completes after both.
@@ -84,90 +54,15 @@ class PythonSocketTransport(transports._FlowControlMixin, transports.Transport):
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self):
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed() and self._sock is not None:
-            info.append("read=polling" if self._reader_on else "read=idle")
-            state = "polling" if self._buffer else "idle"
-            info.append(f"write=<{state}, bufsize={self._buffer_size}>")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            if self._server is not None:
-                self._server._detach(self)
-
-    # ---- BaseTransport / ReadTransport -----------------------------------
-
-    def get_protocol(self):
-        return self._protocol
-
     def set_protocol(self, protocol):
         # Decided once per protocol, as asyncio does.
         if isinstance(protocol, protocols.BufferedProtocol):
             self._read_ready_cb = self._read_into_buffer
         else:
             self._read_ready_cb = self._read_data
-        self._protocol = protocol
-        self._protocol_connected = True
-
-    def is_closing(self):
-        return self._closing
-
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._stop_reading()
-        if self._loop.get_debug():
-            logger().debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._start_reading()
-        if self._loop.get_debug():
-            logger().debug("%r resumes reading", self)
-
-    def get_write_buffer_size(self):
-        return self._buffer_size
-
-    def close(self):
-        """Close after sending queued data; connection_lost(None) follows."""
-        if self._closing:
-            return
-        self._closing = True
-        self._stop_reading()
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        """Close at once, dropping queued data."""
-        self._force_close(None)
+        super().set_protocol(protocol)
 
     # ---- reading -----------------------------------------------------------
-
-    def _start_reading(self):
-        if self.is_reading():
-            self._loop._add_reader(self._sock_fd, self._read_ready)
-            self._reader_on = True
-
-    def _stop_reading(self):
-        self._loop._remove_reader(self._sock_fd)
-        self._reader_on = False
 
     def _read_ready(self):
         self._read_ready_cb()
@@ -385,52 +280,7 @@ class PythonSocketTransport(transports._FlowControlMixin, transports.Transport):
 
     # ---- ending --------------------------------------------------------------
 
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        """OSErrors (resets, broken pipes) are the peer's doing and only
-        logged in debug mode; anything else goes to the exception handler.
-        connection_lost(exc) follows."""
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._loop._remove_writer(self._sock_fd)
-        if not self._closing:
-            self._closing = True
-            self._stop_reading()
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
     def _call_connection_lost(self, exc):
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            loop = self._loop
-            # Free the fd for plain callbacks before the number can be reused.
-            if not loop.is_closed():
-                loop._set_fd_transport(self._sock_fd, None)
-            self._sock.close()
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-            server, self._server = self._server, None
-            if server is not None:
-                server._detach(self)
-            if self._empty_waiter is not None:
-                self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
+        super()._call_connection_lost(exc)
+        if self._empty_waiter is not None:
+            self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
