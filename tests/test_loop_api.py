@@ -90,6 +90,24 @@ def restore_signals():
 # call_soon
 # ---------------------------------------------------------------------------
 
+
+# What ferroloop's loop adds to asyncio's API: the debugging methods the
+# README documents, and nothing else.
+FERROLOOP_EXTRAS = {"enable_inspection", "set_blocking_handler", "stats", "watch_blocking"}
+
+
+def test_public_attributes_are_asyncios_plus_the_debugging_api(loop, stdlib_loop, loop_factory):
+    """Code that probes the loop with hasattr() (e.g. for sock_recvfrom,
+    which asyncio has only from 3.11) sees what asyncio's loop has."""
+
+    def public(lp):
+        return {name for name in dir(lp) if not name.startswith("_")}
+
+    extras = FERROLOOP_EXTRAS if loop_factory.name == "ferroloop" else set()
+    assert public(loop) == public(stdlib_loop) | extras
+    assert ("sock_recvfrom" in public(loop)) == (PY_VERSION >= (3, 11))
+
+
 def test_call_soon_runs_callbacks_in_fifo_order(loop):
     order = []
     for i in range(200):

@@ -11,6 +11,7 @@ left registered (the native receive keeps a parked registration that
 from __future__ import annotations
 
 import socket
+import sys
 
 from ._resolve import ensure_resolved
 
@@ -249,3 +250,9 @@ class SockOpsMixin:
         conn, address = sock.accept()
         conn.setblocking(False)
         return conn, address
+
+
+if sys.version_info < (3, 11):
+    # asyncio's loops gained the datagram coroutines in 3.11; a 3.10 loop
+    # without them is what code probing with hasattr() expects.
+    del SockOpsMixin.sock_recvfrom, SockOpsMixin.sock_recvfrom_into, SockOpsMixin.sock_sendto
