@@ -107,6 +107,41 @@ def test_public_attributes_are_asyncios_plus_the_debugging_api(loop, stdlib_loop
     assert public(loop) == public(stdlib_loop) | extras
     assert ("sock_recvfrom" in public(loop)) == (PY_VERSION >= (3, 11))
 
+    async def objects():
+        """The public attributes of what the loop hands out."""
+        lp = asyncio.get_running_loop()
+        accepted = []
+
+        class Accepted(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.append(transport)
+
+        server = await lp.create_server(Accepted, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        transport, _ = await lp.create_connection(asyncio.Protocol, *address)
+        datagram, _ = await lp.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        _, writer = await asyncio.open_connection(*address)
+        handle, timer = lp.call_soon(noop), lp.call_later(1, noop)
+        found = {
+            name: public(obj)
+            for name, obj in [("server", server), ("transport", transport),
+                              ("datagram", datagram), ("handle", handle), ("timer", timer),
+                              ("writer's transport", writer.transport)]
+        }  # fmt: skip
+        for closable in [handle, timer]:
+            closable.cancel()
+        for closable in [transport, datagram, writer, server, *accepted]:
+            closable.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)  # the transports' connection_lost
+        return found
+
+    found = loop.run_until_complete(objects())
+    assert found == stdlib_loop.run_until_complete(objects())
+    assert "max_size" in found["transport"]
+
 
 def test_call_soon_runs_callbacks_in_fifo_order(loop):
     order = []

@@ -43,6 +43,10 @@ class SocketTransport(transports.Transport):
     # rely on it (mock.patch.object(transport, "write", ...) in aiohttp's).
     __slots__ = ("_core", "_loop", "__weakref__", "__dict__")
 
+    # asyncio's: the most one read delivers. The native reads use this
+    # fixed size; the attribute is for code that sizes its buffers after it.
+    max_size = 256 * 1024
+
     # loop.sendfile may use os.sendfile on the socket; loop.start_tls may
     # put a TLS layer over it.
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
