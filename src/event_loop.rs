@@ -1001,12 +1001,13 @@ impl LoopCore {
         sock_ops::sock_recv(slf, sock, n)
     }
 
-    /// None once everything is sent, else a future.
+    /// None once everything is sent, a future, or NotImplemented for the
+    /// Python path.
     fn _sock_sendall_native<'py>(
         slf: &Bound<'py, Self>,
         sock: &Bound<'py, PyAny>,
         data: &Bound<'py, PyBytes>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         sock_ops::sock_sendall(slf, sock, data)
     }
 

@@ -16,7 +16,6 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -74,14 +73,12 @@ fn is_done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
     fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()
 }
 
-/// ferroloop always refuses blocking sockets (asyncio only in debug mode):
-/// one would stall the whole loop.
-fn check_nonblocking(sock: &Bound<'_, PyAny>) -> PyResult<()> {
+/// Whether `sock` is non-blocking. Blocking ones take the Python path,
+/// which treats them as asyncio does: refused in debug mode, otherwise
+/// used as they are (and the call may block the loop, as on asyncio).
+fn is_nonblocking(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
     let timeout = sock.call_method0(intern!(sock.py(), "gettimeout"))?;
-    if timeout.is_none() || timeout.extract::<f64>()? != 0.0 {
-        return Err(PyValueError::new_err("the socket must be non-blocking"));
-    }
-    Ok(())
+    Ok(!timeout.is_none() && timeout.extract::<f64>()? == 0.0)
 }
 
 fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
@@ -322,7 +319,9 @@ pub(crate) fn sock_recv<'py>(
     let Ok(limit) = n.extract::<usize>() else {
         return Ok(None);
     };
-    check_nonblocking(sock)?;
+    if !is_nonblocking(sock)? {
+        return Ok(None);
+    }
     let fd = fileno(sock)?;
     let reusable = SockWaiter::reusable(lp.get(), sock, fd, Direction::Read)?;
     match recv_new_bytes(py, fd, limit)? {
@@ -336,13 +335,17 @@ pub(crate) fn sock_recv<'py>(
 }
 
 /// `loop.sock_sendall(sock, data)` for a plain socket and bytes: None when
-/// the kernel took everything at once, else a future the waiter completes.
+/// the kernel took everything at once, a future the waiter completes, or
+/// `NotImplemented` for a blocking socket (the Python path's to handle).
 pub(crate) fn sock_sendall<'py>(
     lp: &Bound<'py, LoopCore>,
     sock: &Bound<'py, PyAny>,
     data: &Bound<'py, PyBytes>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    check_nonblocking(sock)?;
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    if !is_nonblocking(sock)? {
+        return Ok(py.NotImplemented().into_bound(py));
+    }
     let fd = fileno(sock)?;
     let bytes = data.as_bytes();
     let sent = match net::send(fd, bytes) {
@@ -351,12 +354,12 @@ pub(crate) fn sock_sendall<'py>(
         Err(err) => return Err(os_error(&err)),
     };
     if sent == bytes.len() {
-        return Ok(None);
+        return Ok(py.None().into_bound(py));
     }
     let reusable = SockWaiter::reusable(lp.get(), sock, fd, Direction::Write)?;
     let op = Op::Send {
         data: data.clone().unbind(),
         sent,
     };
-    SockWaiter::wait(lp, sock, fd, Direction::Write, reusable, op).map(Some)
+    SockWaiter::wait(lp, sock, fd, Direction::Write, reusable, op)
 }

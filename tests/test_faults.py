@@ -951,26 +951,67 @@ def test_sock_methods_reject_blocking_sockets_in_debug_mode_like_asyncio(loop, s
         assert result == (ValueError, "the socket must be non-blocking"), name
 
 
-@pytest.mark.parametrize("loop_factory", ["ferroloop"], indirect=True)
 @pytest.mark.parametrize("timeout", [None, 5.0], ids=["blocking", "timeout"])
-def test_ferroloop_rejects_blocking_sockets_even_without_debug_mode(loop, timeout):
-    """Documented difference: asyncio (outside debug mode) lets a blocking
-    socket through and may stall the whole loop in recv()/accept();
-    ferroloop always raises the ValueError asyncio raises in debug mode."""
-    assert not loop.get_debug()
-    a, b = socket.socketpair()
-    dgram = socket.socket(type=socket.SOCK_DGRAM)
-    with a, b, dgram:
-        a.settimeout(timeout)
-        dgram.settimeout(timeout)
-        b.sendall(b"data waiting")  # a blocking recv would not even block
-        got = _sock_outcomes(loop, a, dgram)
-        assert len(got) == (8 if HAS_DATAGRAM_SOCK_METHODS else 5)
-        for name, result in got.items():
-            assert result == (ValueError, "the socket must be non-blocking"), name
-        # Nothing was consumed or registered.
-        assert a.recv(100) == b"data waiting"
-    assert registered_fd_count(loop) == 0
+def test_blocking_sockets_are_used_as_they_are_outside_debug_mode_like_asyncio(
+    loop, stdlib_loop, timeout
+):
+    """Outside debug mode asyncio makes the call on a blocking (or timed)
+    socket as it is; programs rely on it (asyncssh's tests connect a fresh
+    socket with sock_connect, then hand it to a transport). Every call here
+    can complete at once, so none blocks the loop."""
+
+    def outcomes(lp):
+        assert not lp.get_debug()
+        listener = socket.create_server(("127.0.0.1", 0))
+        a, b = socket.socketpair()
+        client, accepted = socket.socket(), socket.socket()
+        udp = socket.socket(type=socket.SOCK_DGRAM)
+        peer = socket.socket(type=socket.SOCK_DGRAM)
+        with listener, a, b, client, accepted, udp, peer:
+            for sock in (a, listener, client, udp):
+                sock.settimeout(timeout)
+            udp.bind(("127.0.0.1", 0))
+            peer.bind(("127.0.0.1", 0))
+            accepted.connect(listener.getsockname())  # queued for sock_accept
+            b.sendall(b"first second")
+            calls = [
+                ("sock_recv", lambda: lp.sock_recv(a, 6)),
+                ("sock_recv_into", lambda: lp.sock_recv_into(a, bytearray(6))),
+                ("sock_sendall", lambda: lp.sock_sendall(a, b"to b")),
+                ("sock_connect", lambda: lp.sock_connect(client, listener.getsockname())),
+                ("sock_accept", lambda: lp.sock_accept(listener)),
+            ]
+            if HAS_DATAGRAM_SOCK_METHODS:
+                peer.sendto(b"datagram", udp.getsockname())
+                calls += [
+                    ("sock_recvfrom", lambda: lp.sock_recvfrom(udp, 100)),
+                    ("sock_sendto", lambda: lp.sock_sendto(udp, b"back", peer.getsockname())),
+                ]
+            got = {}
+            for name, make in calls:
+                kind, value = awaited(lp, make)
+                if name == "sock_accept" and kind == "returned":
+                    conn, address = value
+                    with conn:
+                        value = (conn.gettimeout(), address == accepted.getsockname())
+                elif name == "sock_recvfrom" and kind == "returned":
+                    value = (value[0], value[1] == peer.getsockname())
+                got[name] = (kind, value)
+            got["b received"] = b.recv(100)
+            got["peer received"] = peer.recv(100) if HAS_DATAGRAM_SOCK_METHODS else None
+            got["timeouts kept"] = [s.gettimeout() for s in (a, listener, client, udp)]
+            got["registered fds"] = registered_fd_count(lp)
+        return got
+
+    got = outcomes(loop)
+    assert got == outcomes(stdlib_loop)
+    assert got["sock_recv"] == ("returned", b"first ")
+    assert got["sock_recv_into"] == ("returned", 6)
+    assert got["sock_connect"] == ("returned", None)
+    assert got["sock_accept"] == ("returned", (0.0, True))
+    assert got["b received"] == b"to b"
+    assert got["timeouts kept"] == [timeout] * 4
+    assert got["registered fds"] == 0
 
 
 def _ssl_socket(sock):

@@ -27,12 +27,13 @@ _RETRY = (BlockingIOError, InterruptedError)
 _PLAIN_SOCKET = socket.socket
 
 
-def _check_sock(sock) -> None:
+def _check_sock(sock, debug) -> None:
     if ssl is not None and isinstance(sock, ssl.SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
-    # asyncio checks this only in debug mode; a blocking socket stalls the
-    # whole loop, so ferroloop always refuses it.
-    if sock.gettimeout() != 0:
+    # As asyncio: a blocking socket is refused in debug mode only. Outside
+    # it, the call is made as it is and may block the loop (programs rely
+    # on it, e.g. a blocking sock_connect before handing the socket over).
+    if debug and sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
 
 
@@ -99,7 +100,7 @@ class SockOpsMixin:
                 return got
             if got is not None:
                 return await got
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         try:
             return sock.recv(n)
         except _RETRY:
@@ -108,7 +109,7 @@ class SockOpsMixin:
 
     async def sock_recv_into(self, sock, buf):
         """Receive into the writable buffer ``buf``; returns the byte count."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         try:
             return sock.recv_into(buf)
         except _RETRY:
@@ -117,7 +118,7 @@ class SockOpsMixin:
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram: ``(data, address)``."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         try:
             return sock.recvfrom(bufsize)
         except _RETRY:
@@ -128,7 +129,7 @@ class SockOpsMixin:
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into ``buf``: ``(byte count, address)``."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         if not nbytes:
             nbytes = len(buf)
         try:
@@ -145,10 +146,11 @@ class SockOpsMixin:
         """Send all of ``data``; returns None once the kernel has taken it."""
         if type(sock) is _PLAIN_SOCKET and type(data) is bytes:
             pending = self._sock_sendall_native(sock, data)
-            if pending is not None:
-                await pending
-            return None
-        _check_sock(sock)
+            if pending is None:
+                return None
+            if pending is not NotImplemented:  # else: a blocking socket
+                return await pending
+        _check_sock(sock, self._debug)
         try:
             sent = sock.send(data)
         except _RETRY:
@@ -175,7 +177,7 @@ class SockOpsMixin:
 
     async def sock_sendto(self, sock, data, address):
         """Send a datagram to ``address``; returns the byte count."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         try:
             return sock.sendto(data, address)
         except _RETRY:
@@ -189,7 +191,7 @@ class SockOpsMixin:
     async def sock_connect(self, sock, address):
         """Connect to ``address``, resolving a host name first for IP
         sockets (numeric addresses skip the resolver)."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         if sock.family == socket.AF_INET or (
             hasattr(socket, "AF_INET6") and sock.family == socket.AF_INET6
         ):
@@ -231,7 +233,7 @@ class SockOpsMixin:
 
     async def sock_accept(self, sock):
         """Accept a connection: ``(conn, address)``, ``conn`` non-blocking."""
-        _check_sock(sock)
+        _check_sock(sock, self._debug)
         try:
             return self._accept_now(sock)
         except _RETRY:
