@@ -25,7 +25,9 @@ class FdTransport(transports._FlowControlMixin):
     ``connection_made`` and ``_start_reading`` itself (in asyncio's order).
     """
 
-    _sock = None  # read by __del__ even if __init__ failed
+    # Read by __del__ even if __init__ failed.
+    _sock = None
+    _server = None
 
     def __init__(self, loop, sock, protocol, extra=None, server=None):
         super().__init__(extra, loop)
