@@ -1,7 +1,8 @@
 //! Allocation and deallocation of `Handle` and `TimerHandle` objects:
 //! allocated outside the cyclic collector's allocation count, built without
 //! PyO3's initializer (see `new_handle`), freed without PyO3's trampoline
-//! (see `dealloc`).
+//! (see `dealloc`), and a `Handle`'s memory kept for the next one (see
+//! `FreeList`).
 //!
 //! PyO3 makes every class a GC type, and CPython counts each new GC object
 //! towards the next collection, whether or not it is ever tracked. The loop
