@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import constants, transports, trsock
+from asyncio import base_events, constants, transports, trsock
 
 from ._core import StreamTransport
 from ._log import logger
@@ -24,16 +24,6 @@ from ._futures import set_result_unless_cancelled as _set_result_unless_cancelle
 _NATIVE_WRITELINES = sys.version_info >= (3, 12)
 # From 3.12 a socket that a live transport still uses is refused.
 _REFUSES_USED_FDS = sys.version_info >= (3, 12)
-
-
-def _set_nodelay(sock):
-    # Small writes go out at once instead of waiting for the peer's ACK.
-    if (
-        sock.family in (socket.AF_INET, getattr(socket, "AF_INET6", None))
-        and sock.type == socket.SOCK_STREAM
-        and sock.proto == socket.IPPROTO_TCP
-    ):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class SocketTransport(transports.Transport):
@@ -68,7 +58,7 @@ class SocketTransport(transports.Transport):
         self._core = StreamTransport.create(loop, sock, protocol, self, server)
         if server is not None:
             server._attach(self)
-        _set_nodelay(sock)
+        base_events._set_nodelay(sock)
         # The same order as asyncio: the protocol hears of the connection
         # before any data, and the waiter completes after both.
         loop.call_soon(protocol.connection_made, self)
