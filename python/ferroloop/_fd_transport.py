@@ -18,6 +18,21 @@ from asyncio import transports, trsock
 from ._log import logger
 
 
+def add_socket_info(extra, sock):
+    """The extra info every socket transport gives: the socket (wrapped as
+    asyncio does), its address, and its peer's unless the caller knew it."""
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+
+
 class FdTransport(transports._FlowControlMixin):
     """Socket, queue and ending of a transport over a non-blocking socket.
 
@@ -31,16 +46,7 @@ class FdTransport(transports._FlowControlMixin):
 
     def __init__(self, loop, sock, protocol, extra=None, server=None):
         super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        add_socket_info(self._extra, sock)
         self._sock = sock
         self._sock_fd = sock.fileno()
         self._protocol_connected = False

@@ -11,9 +11,10 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import base_events, constants, transports, trsock
+from asyncio import base_events, constants, transports
 
 from ._core import StreamTransport
+from ._fd_transport import add_socket_info
 from ._log import logger
 from ._python_transport import PythonSocketTransport
 from ._futures import set_result_unless_cancelled as _set_result_unless_cancelled
@@ -44,16 +45,7 @@ class SocketTransport(transports.Transport):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         super().__init__(extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        add_socket_info(self._extra, sock)
         self._loop = loop
         self._core = StreamTransport.create(loop, sock, protocol, self, server)
         if server is not None:
