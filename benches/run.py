@@ -17,6 +17,9 @@ Method:
   on each CPU before the run and after every repetition.  A virtual machine
   whose host is busy looks idle from inside yet runs everything slower; a
   run whose probe varied by more than 10% is flagged "NOISY" as well.
+  The probe misses swings within a repetition, so a run whose rows'
+  repetitions are far apart (median spread above 15% over the micro rows,
+  or 35% over all rows when there are none) is flagged too.
 * The ceiling row is a single-threaded pure-Rust echo server under the same
   client: what the client and kernel allow at all.
 
@@ -53,6 +56,12 @@ ECHO_CONNS = [10, 100]
 HTTP_STYLES = ["protocol", "aiohttp", "uvicorn"]
 BUSY_LIMIT = 0.15
 SPEED_SPREAD_LIMIT = 0.10
+# Median spread (max/min - 1) of a row's repetitions, over every loop and
+# row: the in-process micro rows repeat within 5% on a steady machine (07:06
+# UTC run of 2026-12-01), the echo rows within about 20-30%. A run on a host
+# whose speed swung within repetitions showed 67% and 47% while the speed
+# probe, taken between repetitions, saw 8%.
+ROW_SPREAD_LIMITS = {"micro": 0.15, "all": 0.35}
 
 
 def pinned(cpu, argv):
@@ -99,6 +108,21 @@ def cpu_speed():
 def speed_spread(speeds):
     """How far apart the slowest and fastest CPU probes were (0.25: 25%)."""
     return max(speeds) / min(speeds) - 1.0
+
+
+def row_spread(rows):
+    """(which rows, median spread): how far apart a row's repetitions were
+    (max/min - 1), the median over every loop's figures in the micro rows,
+    or in all rows when the run has no micro row; None without figures."""
+    spreads = {"micro": [], "all": []}
+    for case, stats in rows:
+        for s in stats.values():
+            if s is not None and s[1] > 0:
+                spreads["all"].append(s[2] / s[1] - 1.0)
+                if case.section == "micro":
+                    spreads["micro"].append(s[2] / s[1] - 1.0)
+    which = "micro" if spreads["micro"] else "all"
+    return which, (statistics.median(spreads[which]) if spreads[which] else None)
 
 
 # ---- one measurement each ---------------------------------------------------
@@ -280,21 +304,26 @@ def main():
               file=sys.stderr)  # fmt: skip
 
     spread = speed_spread(speeds)
+    rows = summarize(cases, loops, results)
+    which, within = row_spread(rows)
     why = []
     if max(busy_samples) > BUSY_LIMIT:
         why.append("another process used the CPU")
     if spread > SPEED_SPREAD_LIMIT:
         why.append(f"the CPUs' speed varied by {spread:.0%}")
+    if within is not None and within > ROW_SPREAD_LIMITS[which]:
+        why.append(f"the {which} rows' repetitions varied by a median of {within:.0%}")
     header = (
         f"{'NOISY RUN (' + '; '.join(why) + '): ' if why else ''}"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"CPython {platform.python_version()}; median of {args.reps} "
         f"(min-max); others' CPU use between repetitions: max {max(busy_samples):.0%}; "
-        f"CPU speed probe across the run: {spread:.0%} apart.\n\n"
+        f"CPU speed probe across the run: {spread:.0%} apart; "
+        f"median spread of the {which} rows: "
+        f"{'-' if within is None else format(within, '.0%')}.\n\n"
         f"Command: `python benches/run.py {' '.join(sys.argv[1:])}`"
     )
-    rows = summarize(cases, loops, results)
     table = markdown(rows, loops, header)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
