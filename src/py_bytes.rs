@@ -55,9 +55,12 @@ const SCRATCH_LEN: usize = 256 * 1024;
 /// The scratch buffer, starting on a page boundary.
 ///
 /// Where it starts matters to the kernel's copy into it: on this project's
-/// AMD EPYC VM, a buffer from the heap at an arbitrary 16-byte offset made
-/// every 100 KiB receive copy four times slower (half the throughput of a
-/// 100 KiB echo), depending on what else the process had allocated before.
+/// AMD EPYC VM, a buffer starting a few bytes past a page boundary is
+/// received into 2-3x more slowly (`benches/align_probe.py`). A plain
+/// allocation of this size starts 16 bytes into a page when malloc maps it
+/// afresh, and elsewhere when malloc takes it from the heap, which depends
+/// on what the process allocated before: a change anywhere could halve
+/// the 100 KiB echo rows.
 #[repr(C, align(4096))]
 struct ScratchBytes([u8; SCRATCH_LEN]);
 
@@ -176,7 +179,7 @@ mod tests {
     #[test]
     fn scratch_starts_on_a_page_boundary() {
         // Asserted rather than assumed: the 100 KiB echo rows halve when
-        // the kernel copies into a buffer at an arbitrary heap offset.
+        // the buffer starts a few bytes past a page boundary.
         SCRATCH.with(|s| assert_eq!(s.borrow().0.as_ptr() as usize % 4096, 0));
         // And in a second thread, whose buffer is its own.
         std::thread::spawn(|| {
