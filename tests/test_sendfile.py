@@ -6,8 +6,10 @@ that reached the peer, and the file position the caller is left with.
 """
 
 import asyncio
+import ctypes
 import hashlib
 import io
+import mmap
 import os
 import socket
 import ssl
@@ -201,6 +203,59 @@ def test_a_file_object_without_fileno_uses_the_fallback(run):
             assert await sink.result() == DATA[5:]
 
     run(main())
+
+
+class AddressRecordingFile(io.BytesIO):
+    """A file without a descriptor (so sendfile takes the fallback) that
+    records where in memory each ``readinto`` is asked to write."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.starts = []
+
+    def readinto(self, buffer):
+        self.starts.append(ctypes.addressof(ctypes.c_char.from_buffer(buffer)))
+        return super().readinto(buffer)
+
+
+def test_ferroloop_fallbacks_read_into_page_aligned_buffers():
+    # Not asyncio's behaviour (its fallbacks read into a bytearray, which
+    # at 256 KiB starts 16 bytes into a page): ferroloop's own, because
+    # the kernel's copy into such a buffer is several times slower on
+    # some CPUs (see _sendfile._page_aligned_buffer).
+    import ferroloop
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, _, peer = await connected_transport()
+        with peer:
+            sink = Sink(peer)
+            through_transport = AddressRecordingFile(DATA)
+            assert await loop.sendfile(transport, through_transport) == len(DATA)
+            transport.close()
+            assert await sink.result() == DATA
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            sink = Sink(b)
+            through_socket = AddressRecordingFile(DATA)
+            assert await loop.sock_sendfile(a, through_socket, 3) == len(DATA) - 3
+            a.shutdown(socket.SHUT_WR)
+            assert await sink.result() == DATA[3:]
+        return through_transport.starts, through_socket.starts
+
+    loop = ferroloop.new_event_loop()
+    try:
+        by_transport, by_socket = loop.run_until_complete(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        loop.close()
+    # 1 MiB in 16 KiB blocks through the transport, 256 KiB ones through
+    # the socket, plus the read that finds the end of the file.
+    assert len(by_transport) == len(DATA) // (16 * 1024) + 2
+    assert len(by_socket) == len(DATA) // (256 * 1024) + 2
+    assert [start % mmap.PAGESIZE for start in by_transport + by_socket] == [0] * (
+        len(by_transport) + len(by_socket)
+    )
 
 
 def test_fallback_false_without_a_real_file_raises_sendfile_not_available(run):
