@@ -59,7 +59,7 @@ SPEED_SPREAD_LIMIT = 0.10
 # Median spread (max/min - 1) of a row's repetitions, over every loop and
 # row: the in-process micro rows repeat within 5% on a steady machine (07:06
 # UTC run of 2026-12-01), the echo rows within about 20-30%. A run on a host
-# whose speed swung within repetitions showed 67% and 47% while the speed
+# whose speed swung within repetitions showed 67% and 45% while the speed
 # probe, taken between repetitions, saw 8%.
 ROW_SPREAD_LIMITS = {"micro": 0.15, "all": 0.35}
 

@@ -26,10 +26,11 @@ def _page_aligned_buffer(size):
     """A writable buffer of ``size`` (> 0) bytes starting on a page boundary,
     for the fallbacks' file reads.
 
-    A ``bytearray`` of 256 KiB starts 16 bytes into a page (malloc maps it
-    with a header), and on this project's AMD VM the kernel copies from the
-    page cache into such a buffer 4x more slowly than into an aligned one
-    (1.2 against 4.4-4.8 GB/s reading a cached file by 256 KiB).
+    A ``bytearray`` of 256 KiB starts 16 bytes into a page whenever malloc
+    maps it afresh (which depends on the process's earlier allocations),
+    and on this project's AMD VM the kernel copies from the page cache into
+    such a buffer 4x more slowly than into an aligned one (1.2 against
+    4.4-4.8 GB/s reading a cached file by 256 KiB).
     """
     return memoryview(mmap.mmap(-1, size))
 
