@@ -64,6 +64,9 @@ pub struct LoopCore {
     /// The one CPU the loop's thread was confined to when the loop started
     /// running, -1 if none (see `let_the_loop_catch_up`).
     loop_cpu: AtomicI64,
+    /// The last poll returned events, and no busy iteration has skipped
+    /// its poll since (see `must_poll_while_busy`).
+    poll_found_events: AtomicBool,
     /// Iterations run so far; lets tests and stats check the loop never
     /// spins (a timer is not polled for before its deadline).
     iterations: AtomicU64,
@@ -303,6 +306,7 @@ impl LoopCore {
     fn poll_and_dispatch(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<bool> {
         let mut events = Events::new();
         self.poll(py, &mut events, timeout_ms)?;
+        self.poll_found_events.store(!events.is_empty(), Relaxed);
         let mut garbage = Vec::new();
         let woken = self.state.with(py, |st| {
             let mut woken = false;
@@ -323,13 +327,26 @@ impl LoopCore {
     }
 
     /// With callbacks ready the poll cannot wait, so it only looks for I/O.
-    /// With no fd registered there is none to find, only the wake-up
+    ///
+    /// Right after a poll that returned events it is skipped once: what is
+    /// ready then is mostly what those events caused (the task a read woke,
+    /// the future a thread resolved), and a ping-pong connection would
+    /// otherwise pay an empty `epoll_wait` per message. Skipping is the same
+    /// as I/O arriving an iteration later; the next busy iteration polls
+    /// again, so a loop kept busy by callbacks still sees I/O every other
+    /// iteration, and the first iteration of a run always polls (a test's
+    /// `call_soon(loop.stop); run_forever()` is meant to process I/O).
+    ///
+    /// With no fd registered there is no I/O to find, only the wake-up
     /// channel (signals; threads queue callbacks directly and wake only a
     /// sleeping loop): that is looked at every 256 iterations, a few
     /// microseconds of a busy loop. Every 16 cost call_soon 15%: the
     /// system call outweighed the callbacks between two checks.
     fn must_poll_while_busy(&self, py: Python<'_>) -> bool {
         const WAKER_CHECK_EVERY: u64 = 256;
+        if self.poll_found_events.swap(false, Relaxed) {
+            return false;
+        }
         self.state.with(py, |st| st.fds.registered() > 0)
             || self.iterations.load(Relaxed) % WAKER_CHECK_EVERY == 0
     }
@@ -842,6 +859,7 @@ impl LoopCore {
             sleeping: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
             loop_cpu: AtomicI64::new(-1),
+            poll_found_events: AtomicBool::new(false),
             iterations: AtomicU64::new(0),
             current_handle: GilCell::new(None),
             progress: Progress::default(),
@@ -1113,6 +1131,7 @@ impl LoopCore {
     fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         let started = clock::monotonic();
+        this.poll_found_events.store(false, Relaxed);
         this.state
             .with(slf.py(), |st| st.stats.running_since = Some(started));
         let outcome = loop {

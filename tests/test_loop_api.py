@@ -2522,6 +2522,72 @@ def test_ferroloop_never_polls_before_a_timer_is_due():
         loop.close()
 
 
+def test_io_is_polled_at_least_every_other_iteration_while_callbacks_keep_the_loop_busy(loop):
+    """A task yielding with sleep(0) keeps callbacks ready, so the loop never
+    sleeps; data written every iteration must still reach the reader.
+    ferroloop skips the poll of a busy iteration right after a poll that
+    found events, never two in a row; a loop that skipped more would starve
+    the reader. Both loops call it 100 times for the 200 sends here."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    with a, b:
+        calls = []
+        loop.add_reader(a.fileno(), lambda: calls.append(a.recv(4096)))
+
+        async def spin():
+            for _ in range(200):
+                b.send(b"x")
+                await asyncio.sleep(0)
+
+        try:
+            loop.run_until_complete(spin())
+        finally:
+            loop.remove_reader(a.fileno())
+        assert b"".join(calls) == b"x" * len(b"".join(calls))
+        assert len(calls) >= 90, len(calls)
+
+
+def test_ferroloop_runs_what_a_read_woke_without_another_poll():
+    """A ping-pong over a socketpair: each message's read wakes a task,
+    which answers at once. ferroloop runs that task without an empty poll
+    between the read and the answer (asyncio's order polls again first),
+    so the loop polls about once per message, not twice."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    rounds = 200
+    polls = []
+
+    def tracer(handle, start, end):
+        if handle is None:
+            polls.append(end)
+
+    async def serve():
+        for _ in range(rounds):
+            await loop.sock_sendall(b, await loop.sock_recv(b, 1))
+
+    async def ask():
+        for _ in range(rounds):
+            await loop.sock_sendall(a, b"?")
+            assert await loop.sock_recv(a, 1) == b"?"
+
+    try:
+        loop._set_tracer(tracer)
+        async def main():
+            await asyncio.wait_for(asyncio.gather(serve(), ask()), 10)
+
+        loop.run_until_complete(main())
+        loop._set_tracer(None)
+        messages = 2 * rounds
+        assert len(polls) <= 1.2 * messages, (len(polls), messages)
+    finally:
+        a.close()
+        b.close()
+        loop.close()
+
+
 # ---- wrong calls fail with asyncio's messages ------------------------------------
 
 

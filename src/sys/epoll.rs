@@ -36,6 +36,10 @@ impl Events {
         self.len = 0;
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|slot| {
             // SAFETY: the kernel initialised the first `len` entries.
