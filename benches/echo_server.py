@@ -1,11 +1,12 @@
-"""Echo servers for the benchmarks, in the four styles asyncio programs use.
+"""Echo servers for the benchmarks, in the styles asyncio programs use.
 
     python benches/echo_server.py --loop ferroloop --style protocol [--port 0] [--unix PATH]
 
 Prints the listening address on stdout, then serves until killed.
 Styles: ``sock`` (one task per connection over loop.sock_recv/sock_sendall),
 ``streams`` (asyncio.start_server, read/write/drain), ``protocol``
-(asyncio.Protocol) and ``buffered`` (asyncio.BufferedProtocol).
+(asyncio.Protocol), ``buffered`` (asyncio.BufferedProtocol) and
+``datagram`` (UDP, asyncio.DatagramProtocol; not over --unix).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class EchoBufferedProtocol(asyncio.BufferedProtocol):
         self.transport.write(self.view[:nbytes])
 
 
+class EchoDatagramProtocol(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
 async def echo_stream(reader, writer):
     while True:
         data = await reader.read(256 * 1024)
@@ -73,6 +82,11 @@ def make_loop(name):
 
 async def serve(style, host, port, unix_path):
     loop = asyncio.get_running_loop()
+    if style == "datagram":
+        transport, _ = await loop.create_datagram_endpoint(EchoDatagramProtocol,
+                                                           local_addr=(host, port))  # fmt: skip
+        print("%s:%d" % transport.get_extra_info("sockname")[:2], flush=True)
+        await asyncio.Event().wait()  # serves until killed
     if style == "sock":
         family = socket.AF_UNIX if unix_path else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -107,7 +121,7 @@ async def serve(style, host, port, unix_path):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--loop", default="asyncio")
-    parser.add_argument("--style", default="protocol", choices=["sock", "streams", "protocol", "buffered"])
+    parser.add_argument("--style", default="protocol", choices=["sock", "streams", "protocol", "buffered", "datagram"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--unix")

@@ -1,7 +1,7 @@
 """The benchmark suite: every loop side by side, in one run.
 
     python benches/run.py [--loops asyncio,uvloop,rloop,ferroloop] [--reps 5]
-        [--seconds 1.5] [--sections micro,echo,http] [--quick] [--force]
+        [--seconds 1.5] [--sections micro,echo,http[,udp]] [--quick] [--force]
         [--out benches/results]
 
 Method:
@@ -54,6 +54,7 @@ ECHO_STYLES = ["sock", "streams", "protocol", "buffered"]
 ECHO_SIZES = [1024, 10240, 102400]
 ECHO_CONNS = [10, 100]
 HTTP_STYLES = ["protocol", "aiohttp", "uvicorn"]
+UDP_SIZE, UDP_CONNS = 100, [1, 10, 100]
 BUSY_LIMIT = 0.15
 SPEED_SPREAD_LIMIT = 0.10
 # Median spread (max/min - 1) of a row's repetitions, over every loop and
@@ -200,6 +201,27 @@ def echo_case(style, size, conns):
     return Case("echo", label, "msg/s", measure, ceiling=True)
 
 
+def udp_case(size, conns):
+    """UDP echo (a DatagramProtocol) under `loadgen udp`: not among the
+    rows the default run measures, whose list is issue 6's; asked for with
+    --sections udp."""
+
+    def measure(loop, seconds):
+        argv = [sys.executable, str(HERE / "echo_server.py"), "--loop", loop, "--style",
+                "datagram", "--port", "0"]  # fmt: skip
+        proc, addr = start_server(argv)
+        if proc is None:
+            return None
+        try:
+            return run_client(["udp", "--addr", addr, "--conns", str(conns), "--size",
+                               str(size)], seconds, "msgs_per_sec")  # fmt: skip
+        finally:
+            proc.kill()
+            proc.wait()
+
+    return Case("udp", f"datagram {size} B x{conns}", "msg/s", measure)
+
+
 def http_case(style, conns=50):
     def measure(loop, seconds):
         argv = [sys.executable, str(HERE / "http_server.py"), "--loop", loop, "--style", style]
@@ -226,6 +248,8 @@ def build_cases(sections, quick):
         cases += [echo_case(s, n, c) for s in ECHO_STYLES for n in sizes for c in conns]
     if "http" in sections:
         cases += [http_case(style) for style in HTTP_STYLES]
+    if "udp" in sections:
+        cases += [udp_case(UDP_SIZE, c) for c in ([10] if quick else UDP_CONNS)]
     return cases
 
 

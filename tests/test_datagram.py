@@ -26,6 +26,7 @@ import struct
 import sys
 import tempfile
 import time
+import tracemalloc
 import warnings
 
 import pytest
@@ -233,6 +234,67 @@ def test_one_datagram_per_datagram_received_call(run):
             got = [await protocol.next_datagram() for _ in sizes]
         assert [data for data, _ in got] == [bytes([s % 251]) * s for s in sizes]
         assert all(type(data) is bytes for data, _ in got)
+        await close_endpoint(transport, protocol)
+
+    run(main())
+
+
+def test_ferroloop_receives_datagrams_without_allocating_max_size():
+    """asyncio's transport calls recvfrom(max_size) for every datagram,
+    allocating 256 KiB each time (an mmap, mremap and munmap whenever
+    malloc maps it afresh). ferroloop receives into one buffer per loop
+    and copies out only the datagram, so small datagrams allocate little."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+
+    async def main():
+        transport, protocol = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        address = transport.get_extra_info("sockname")
+        with udp_peer() as peer:
+            peer.sendto(b"first", address)
+            assert (await protocol.next_datagram())[0] == b"first"
+            tracemalloc.start()
+            try:
+                for i in range(50):
+                    peer.sendto(b"%d" % i, address)
+                    assert (await protocol.next_datagram())[0] == b"%d" % i
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        await close_endpoint(transport, protocol)
+        return transport.max_size, peak
+
+    try:
+        max_size, peak = run_on(loop, main())
+    finally:
+        loop.close()
+    assert peak < max_size // 4, (peak, max_size)
+
+
+class RecordingSocket(socket.socket):
+    """A socket class with its own recvfrom, which the transport must call."""
+
+    received = 0
+
+    def recvfrom(self, bufsize, flags=0):
+        self.received += 1
+        return super().recvfrom(bufsize, flags)
+
+
+def test_a_socket_class_with_its_own_recvfrom_has_it_called(run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock = RecordingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        transport, protocol = await loop.create_datagram_endpoint(Recorder, sock=sock)
+        with udp_peer() as peer:
+            peer.sendto(b"one", sock.getsockname())
+            assert await protocol.next_datagram() == (b"one", peer.getsockname())
+            peer.sendto(b"two" * 1000, sock.getsockname())
+            assert await protocol.next_datagram() == (b"two" * 1000, peer.getsockname())
+        assert sock.received == 2
         await close_endpoint(transport, protocol)
 
     run(main())

@@ -7,10 +7,13 @@
 //!   single-threaded echo server in plain Rust (epoll).
 //! * `loadgen http --addr HOST:PORT --conns N --seconds S` drives HTTP/1.1
 //!   keep-alive GET requests and checks each response is complete.
+//! * `loadgen udp --addr HOST:PORT --conns N --size BYTES --seconds S` is
+//!   `echo` over UDP: N sockets, one datagram in flight each.
 
 mod echo;
 mod http;
 mod server;
+mod udp;
 
 use std::process::exit;
 
@@ -18,6 +21,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadgen echo --addr ADDR --conns N --size BYTES --seconds S\n\
          \x20      loadgen http --addr ADDR --conns N --seconds S [--path /]\n\
+         \x20      loadgen udp --addr HOST:PORT --conns N --size BYTES --seconds S\n\
          \x20      loadgen server --addr ADDR\n\
          ADDR is HOST:PORT or unix:PATH"
     );
@@ -65,6 +69,7 @@ fn main() {
         "echo" => echo::run(&args),
         "http" => http::run(&args),
         "server" => server::run(&args),
+        "udp" => udp::run(&args),
         _ => usage(),
     };
     if let Err(err) = outcome {
