@@ -29,6 +29,7 @@ import random
 import socket
 import sys
 import time
+import tracemalloc
 import tty
 
 import pytest
@@ -182,6 +183,40 @@ def test_read_pipe_carries_a_large_stream_in_order_in_bounded_chunks(run):
         assert protocol.events == ["made", "data", "eof", "lost"]
 
     run(main())
+
+
+def test_ferroloop_read_pipe_reads_without_allocating_max_size():
+    """asyncio's read-pipe transport calls os.read(fd, 256 KiB) for every
+    read, allocating that much each time (an mmap, mremap and munmap
+    whenever malloc maps it afresh); ferroloop reads into one buffer per
+    loop and copies out what arrived."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+
+    async def main():
+        rfile, wfile = pipe_files()
+        transport, protocol = await read_pipe(rfile)
+        with wfile:
+            wfile.write(b"first")
+            await wait_until(lambda: protocol.data == b"first", what="first data")
+            expected = bytearray(b"first")
+            tracemalloc.start()
+            try:
+                for i in range(50):
+                    wfile.write(b"%d," % i)
+                    expected += b"%d," % i
+                    await wait_until(lambda: protocol.data == expected, what=f"chunk {i}")
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert await asyncio.wait_for(protocol.lost, TIMEOUT) is None
+        return transport.max_size, peak
+
+    try:
+        max_size, peak = loop.run_until_complete(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        loop.close()
+    assert peak < max_size // 4, (peak, max_size)
 
 
 def test_read_pipe_close_reports_lost_none_without_eof(run):

@@ -10,7 +10,6 @@ control over that queue, and ``connection_lost`` exactly once.
 
 from __future__ import annotations
 
-import mmap
 import os
 import socket
 import stat
@@ -53,12 +52,12 @@ class DatagramTransport(*_BASES):
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(loop, sock, protocol, extra)
         self._address = address
-        # Datagrams are received into the loop's buffer and copied out at
-        # their size (see _read_ready), unless the socket's class has its
-        # own recvfrom, which must then be called as asyncio does.
+        # Datagrams are received into the loop's read buffer and copied out
+        # at their size, unless the socket's class has its own recvfrom,
+        # which must then be called as asyncio does.
         plain = (type(sock).recvfrom is socket.socket.recvfrom
                  and type(sock).recvfrom_into is socket.socket.recvfrom_into)  # fmt: skip
-        self._receive_view = loop._datagram_receive_view() if plain else None
+        self._receive_view = loop._read_buffer() if plain else None
         loop.call_soon(protocol.connection_made, self)
         # Datagrams are delivered only once the protocol knows its transport.
         loop.call_soon(self._start_reading)
@@ -72,11 +71,7 @@ class DatagramTransport(*_BASES):
             return
         view = self._receive_view
         try:
-            # asyncio's recvfrom(max_size) allocates max_size (256 KiB) for
-            # every datagram and shrinks it to the datagram's size. Whenever
-            # malloc serves that from a fresh mapping (it depends on what
-            # the process allocated before) every datagram costs an mmap, an
-            # mremap and a munmap: a UDP echo ran at a third of its speed.
+            # Not recvfrom(max_size): see _read_buffer.py.
             if view is not None and self.max_size <= len(view):
                 nbytes, addr = self._sock.recvfrom_into(view, self.max_size)
                 data = bytes(view[:nbytes])
@@ -219,18 +214,6 @@ def _check_reuse_address(reuse_address):
 
 
 class DatagramMixin:
-    _datagram_view = None
-
-    def _datagram_receive_view(self):
-        """The buffer every datagram transport of this loop receives into,
-        made on first use. One per loop, not per process: a loop runs in one
-        thread at a time, and the receive releases the GIL. Anonymous mmap:
-        page-aligned, and only the pages datagrams reach are ever touched."""
-        view = self._datagram_view
-        if view is None:
-            view = self._datagram_view = memoryview(mmap.mmap(-1, DatagramTransport.max_size))
-        return view
-
     async def _datagram_endpoint(self, protocol_factory, local_addr, remote_addr, family,
                                  proto, flags, reuse_port, allow_broadcast, sock,
                                  **named_only):  # fmt: skip

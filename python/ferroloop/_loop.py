@@ -16,6 +16,7 @@ from . import _debug
 from ._connect import ConnectMixin
 from ._core import LoopCore
 from ._datagram import DatagramMixin
+from ._read_buffer import ReadBufferMixin
 from ._exceptions import ExceptionHandlerMixin
 from ._executor import ExecutorMixin
 from ._introspect import IntrospectMixin
@@ -50,6 +51,7 @@ class EventLoop(
     ServerMixin,
     SendfileMixin,
     DatagramMixin,
+    ReadBufferMixin,
     PipesMixin,
     SubprocessMixin,
     SockOpsMixin,

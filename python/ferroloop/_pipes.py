@@ -57,6 +57,7 @@ class ReadPipeTransport(transports.ReadTransport):
             raise ValueError("Pipe transport is for pipes/sockets only.")
         self._pipe = pipe
         self._fileno = fileno
+        self._read_view = loop._read_buffer()
         self._protocol = protocol
         self._closing = False
         self._paused = False
@@ -113,8 +114,13 @@ class ReadPipeTransport(transports.ReadTransport):
             self._add_reader()
 
     def _read_ready(self):
+        view = self._read_view
         try:
-            data = os.read(self._fileno, self.max_size)
+            # Not os.read(fd, max_size): see _read_buffer.py.
+            if self.max_size == len(view):
+                data = bytes(view[: os.readv(self._fileno, (view,))])
+            else:
+                data = os.read(self._fileno, self.max_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
