@@ -7,7 +7,8 @@
 //! One iteration (`run_once`) reads top-down like asyncio's `_run_once`:
 //! drop cancelled timers, compute the poll timeout, poll, queue the I/O
 //! callbacks, queue the due timers, then run exactly the callbacks that were
-//! ready when the batch began.
+//! ready when the batch began. Right after a poll that found events, one
+//! iteration runs the queued callbacks alone (`runs_ready_only`).
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -64,8 +65,8 @@ pub struct LoopCore {
     /// The one CPU the loop's thread was confined to when the loop started
     /// running, -1 if none (see `let_the_loop_catch_up`).
     loop_cpu: AtomicI64,
-    /// The last poll returned events, and no busy iteration has skipped
-    /// its poll since (see `must_poll_while_busy`).
+    /// The last poll returned events, and no iteration has skipped its
+    /// poll since (see `runs_ready_only`).
     poll_found_events: AtomicBool,
     /// Iterations run so far; lets tests and stats check the loop never
     /// spins (a timer is not polled for before its deadline).
@@ -274,27 +275,51 @@ impl LoopCore {
             .with(py, |st| st.timers.purge_cancelled(py, &mut timer_garbage));
         release(timer_garbage);
 
-        let timeout_ms = Self::poll_timeout(slf)?;
-        let woken = if timeout_ms != 0 || this.must_poll_while_busy(py) {
-            this.poll_and_dispatch(py, timeout_ms)?
-        } else {
-            false
-        };
-        if woken {
-            // A signal byte means Python's C handler ran, perhaps on another
-            // thread: run the Python-level handlers now (a Ctrl-C raises
-            // here, as it would out of asyncio's select()).
-            // SAFETY: plain C call; the GIL is held.
-            if unsafe { ffi::PyErr_CheckSignals() } != 0 {
-                return Err(crate::call::take_raised(py));
+        if !this.runs_ready_only(py) {
+            let timeout_ms = Self::poll_timeout(slf)?;
+            let woken = if timeout_ms != 0 || this.must_poll_while_busy(py) {
+                this.poll_and_dispatch(py, timeout_ms)?
+            } else {
+                false
+            };
+            if woken {
+                // A signal byte means Python's C handler ran, perhaps on
+                // another thread: run the Python-level handlers now (a
+                // Ctrl-C raises here, as it would out of asyncio's select()).
+                // SAFETY: plain C call; the GIL is held.
+                if unsafe { ffi::PyErr_CheckSignals() } != 0 {
+                    return Err(crate::call::take_raised(py));
+                }
+                for signum in this.waker.drain() {
+                    slf.call_method1(intern!(py, "_handle_signal"), (signum,))?;
+                }
             }
-            for signum in this.waker.drain() {
-                slf.call_method1(intern!(py, "_handle_signal"), (signum,))?;
-            }
+            Self::queue_due_timers(slf)?;
         }
-
-        Self::queue_due_timers(slf)?;
         Self::run_ready(slf)
+    }
+
+    /// Whether this iteration only runs the callbacks already queued, with
+    /// neither a poll nor due timers: right after a poll that returned
+    /// events, when callbacks are queued, once.
+    ///
+    /// What is queued then is mostly what those events caused (the task a
+    /// read woke, the future a thread resolved), and a ping-pong connection
+    /// would otherwise pay an empty `epoll_wait` per message. Such an
+    /// iteration is one of asyncio's in which the poll found nothing and no
+    /// timer had fallen due yet: I/O and timers are seen one iteration
+    /// later, in asyncio's order. Due timers must wait too: asyncio queues
+    /// the I/O a poll finds before the timers that are due, and code that
+    /// races a reader against `call_later(0)` each round (psycopg's wait
+    /// functions) must see the reader win once the fd is readable; running
+    /// the timers without the poll let the timer win every round. The next
+    /// iteration always polls, so a loop kept busy by callbacks still sees
+    /// I/O every other iteration, and the first iteration of a run always
+    /// polls (a test's `call_soon(loop.stop); run_forever()` is meant to
+    /// process I/O).
+    fn runs_ready_only(&self, py: Python<'_>) -> bool {
+        self.poll_found_events.swap(false, Relaxed)
+            && self.state.with(py, |st| !st.ready.is_empty())
     }
 
     /// Polls, then queues the callbacks of the fds that are ready; true if
@@ -327,26 +352,13 @@ impl LoopCore {
     }
 
     /// With callbacks ready the poll cannot wait, so it only looks for I/O.
-    ///
-    /// Right after a poll that returned events it is skipped once: what is
-    /// ready then is mostly what those events caused (the task a read woke,
-    /// the future a thread resolved), and a ping-pong connection would
-    /// otherwise pay an empty `epoll_wait` per message. Skipping is the same
-    /// as I/O arriving an iteration later; the next busy iteration polls
-    /// again, so a loop kept busy by callbacks still sees I/O every other
-    /// iteration, and the first iteration of a run always polls (a test's
-    /// `call_soon(loop.stop); run_forever()` is meant to process I/O).
-    ///
-    /// With no fd registered there is no I/O to find, only the wake-up
+    /// With no fd registered there is none to find, only the wake-up
     /// channel (signals; threads queue callbacks directly and wake only a
     /// sleeping loop): that is looked at every 256 iterations, a few
     /// microseconds of a busy loop. Every 16 cost call_soon 15%: the
     /// system call outweighed the callbacks between two checks.
     fn must_poll_while_busy(&self, py: Python<'_>) -> bool {
         const WAKER_CHECK_EVERY: u64 = 256;
-        if self.poll_found_events.swap(false, Relaxed) {
-            return false;
-        }
         self.state.with(py, |st| st.fds.registered() > 0)
             || self.iterations.load(Relaxed) % WAKER_CHECK_EVERY == 0
     }
@@ -1118,6 +1130,12 @@ impl LoopCore {
             (st.ready.len(), st.timers.len(), st.fds.registered())
         });
         (ready, timers, fds, self.iterations.load(Relaxed))
+    }
+
+    /// Whether any callback is queued: the datagram transport reads on
+    /// only while none is (see `_datagram.py`).
+    fn _has_ready(&self, py: Python<'_>) -> bool {
+        self.state.with(py, |st| !st.ready.is_empty())
     }
 
     // ---- running -------------------------------------------------------

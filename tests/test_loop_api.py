@@ -2547,6 +2547,47 @@ def test_io_is_polled_at_least_every_other_iteration_while_callbacks_keep_the_lo
         assert len(calls) >= 90, len(calls)
 
 
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_a_readable_fd_beats_a_zero_delay_timer_every_time(loop, busy):
+    """psycopg's wait functions race a reader against call_later(0) and
+    drop the loser each round. asyncio queues the I/O it polls before the
+    timers that are due, so once the fd is readable the reader wins every
+    round, also while another task keeps callbacks ready. (A ferroloop that
+    ran due timers in an iteration without polling let the timer win every
+    round, forever: psycopg's connect never completed.)"""
+    a, b = socket.socketpair()
+    rounds, readable_from = 40, 5
+    with a, b:
+        outcomes = []
+
+        async def spin(stop):
+            while not stop.is_set():
+                await asyncio.sleep(0)
+
+        async def main():
+            stop = asyncio.Event()
+            spinner = loop.create_task(spin(stop)) if busy else None
+            for i in range(rounds):
+                if i == readable_from:
+                    loop.call_soon(b.send, b"x")
+                fut = loop.create_future()
+                loop.add_reader(a.fileno(), lambda: fut.done() or fut.set_result("io"))
+                timer = loop.call_later(0, lambda: fut.done() or fut.set_result("timer"))
+                try:
+                    outcomes.append(await fut)
+                finally:
+                    loop.remove_reader(a.fileno())
+                    timer.cancel()
+            stop.set()
+            if spinner is not None:
+                await spinner
+
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+        assert outcomes[:readable_from] == ["timer"] * readable_from
+        settled = readable_from + 2
+        assert outcomes[settled:] == ["io"] * (rounds - settled), outcomes
+
+
 def test_ferroloop_runs_what_a_read_woke_without_another_poll():
     """A ping-pong over a socketpair: each message's read wakes a task,
     which answers at once. ferroloop runs that task without an empty poll
