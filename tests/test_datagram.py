@@ -1188,6 +1188,88 @@ def test_pause_and_resume_reading(run):
     run(main())
 
 
+class Scheduling(asyncio.DatagramProtocol):
+    """Records each datagram and, with ``schedule``, a callback it
+    schedules, in order; pauses reading after ``pause_after`` datagrams."""
+
+    def __init__(self, schedule=True, pause_after=None):
+        self.log = []
+        self.received = 0
+        self.schedule = schedule
+        self.pause_after = pause_after
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.received += 1
+        self.log.append(("datagram", data))
+        if self.schedule:
+            asyncio.get_running_loop().call_soon(self.log.append, ("callback", data))
+        if self.received == self.pause_after:
+            self.transport.pause_reading()
+
+
+def test_callbacks_a_datagram_schedules_run_before_the_next_datagram(run):
+    """Five datagrams already waiting: asyncio delivers one per iteration, so
+    what each handler schedules runs before the next is delivered."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            Scheduling, local_addr=("127.0.0.1", 0)
+        )
+        address = transport.get_extra_info("sockname")
+        with udp_peer() as peer:
+            if CAN_PAUSE_READING:  # so that all five wait when reading starts
+                transport.pause_reading()
+            for i in range(5):
+                peer.sendto(b"%d" % i, address)
+            await asyncio.sleep(0.05)
+            if CAN_PAUSE_READING:
+                transport.resume_reading()
+            deadline = loop.time() + TIMEOUT
+            while len(protocol.log) < 10 and loop.time() < deadline:
+                await asyncio.sleep(0.001)
+        transport.close()
+        expected = []
+        for i in range(5):
+            expected += [("datagram", b"%d" % i), ("callback", b"%d" % i)]
+        assert protocol.log == expected
+
+    run(main())
+
+
+@pytest.mark.skipif(not CAN_PAUSE_READING, reason="3.10's datagram transport cannot pause")
+def test_pausing_inside_datagram_received_stops_delivery_at_once(run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: Scheduling(schedule=False, pause_after=2), local_addr=("127.0.0.1", 0)
+        )
+        address = transport.get_extra_info("sockname")
+        with udp_peer() as peer:
+            transport.pause_reading()
+            for i in range(5):
+                peer.sendto(b"%d" % i, address)
+            await asyncio.sleep(0.05)
+            transport.resume_reading()
+            await asyncio.sleep(0.1)
+            datagrams = [data for kind, data in protocol.log if kind == "datagram"]
+            assert datagrams == [b"0", b"1"]
+            assert not transport.is_reading()
+            protocol.pause_after = None
+            transport.resume_reading()
+            deadline = loop.time() + TIMEOUT
+            while protocol.received < 5 and loop.time() < deadline:
+                await asyncio.sleep(0.001)
+        transport.close()
+        assert [data for kind, data in protocol.log if kind == "datagram"] == [
+            b"0", b"1", b"2", b"3", b"4"]  # fmt: skip
+
+    run(main())
+
+
 def _repr_state(transport):
     """The transport's repr without its class name and fd number."""
     text = repr(transport)
