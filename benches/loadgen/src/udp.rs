@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use crate::Args;
 
 const RESEND_AFTER: Duration = Duration::from_millis(200);
+/// How often the sockets are checked for an echo overdue (not on every
+/// wake-up: with 100 sockets that scan would cost the client more than
+/// the datagrams).
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 struct Peer {
     socket: UdpSocket,
@@ -114,7 +118,12 @@ pub fn run(args: &Args) -> io::Result<()> {
     let mut latencies: Vec<u32> = Vec::new();
     let (mut resent, mut late) = (0u64, 0u64);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    while Instant::now() < deadline {
+    let mut next_check = began + CHECK_EVERY;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
         let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 50) };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -133,10 +142,13 @@ pub fn run(args: &Args) -> io::Result<()> {
                 }
             }
         }
-        for peer in peers.iter_mut() {
-            if peer.sent_at.elapsed() > RESEND_AFTER {
-                resent += 1;
-                peer.send()?;
+        if now >= next_check {
+            next_check = now + CHECK_EVERY;
+            for peer in peers.iter_mut() {
+                if now.duration_since(peer.sent_at) > RESEND_AFTER {
+                    resent += 1;
+                    peer.send()?;
+                }
             }
         }
     }
