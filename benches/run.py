@@ -180,22 +180,32 @@ def run_client(args, seconds, key):
     return json.loads(out.stdout)[key]
 
 
+def serve_and_measure(server_argv, client_args, seconds, key):
+    """Starts the server, runs the load client against the address it
+    prints, and stops the server; the client's figure ``key``, or None."""
+    proc, addr = start_server(server_argv)
+    if proc is None:
+        return None
+    try:
+        return run_client([client_args[0], "--addr", addr, *client_args[1:]], seconds, key)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def echo_server_argv(loop, style):
+    return [sys.executable, str(HERE / "echo_server.py"), "--loop", loop, "--style", style,
+            "--port", "0"]  # fmt: skip
+
+
 def echo_case(style, size, conns):
     def measure(loop, seconds):
         if loop == CEILING:
             argv = [str(LOADGEN), "server", "--addr", "127.0.0.1:0"]
         else:
-            argv = [sys.executable, str(HERE / "echo_server.py"), "--loop", loop, "--style",
-                    style, "--port", "0"]  # fmt: skip
-        proc, addr = start_server(argv)
-        if proc is None:
-            return None
-        try:
-            return run_client(["echo", "--addr", addr, "--conns", str(conns), "--size",
-                               str(size)], seconds, "msgs_per_sec")  # fmt: skip
-        finally:
-            proc.kill()
-            proc.wait()
+            argv = echo_server_argv(loop, style)
+        return serve_and_measure(argv, ["echo", "--conns", str(conns), "--size", str(size)],
+                                 seconds, "msgs_per_sec")  # fmt: skip
 
     label = f"{style} {size // 1024} KiB x{conns}"
     return Case("echo", label, "msg/s", measure, ceiling=True)
@@ -207,17 +217,9 @@ def udp_case(size, conns):
     --sections udp."""
 
     def measure(loop, seconds):
-        argv = [sys.executable, str(HERE / "echo_server.py"), "--loop", loop, "--style",
-                "datagram", "--port", "0"]  # fmt: skip
-        proc, addr = start_server(argv)
-        if proc is None:
-            return None
-        try:
-            return run_client(["udp", "--addr", addr, "--conns", str(conns), "--size",
-                               str(size)], seconds, "msgs_per_sec")  # fmt: skip
-        finally:
-            proc.kill()
-            proc.wait()
+        return serve_and_measure(echo_server_argv(loop, "datagram"),
+                                 ["udp", "--conns", str(conns), "--size", str(size)],
+                                 seconds, "msgs_per_sec")  # fmt: skip
 
     return Case("udp", f"datagram {size} B x{conns}", "msg/s", measure)
 
@@ -225,15 +227,8 @@ def udp_case(size, conns):
 def http_case(style, conns=50):
     def measure(loop, seconds):
         argv = [sys.executable, str(HERE / "http_server.py"), "--loop", loop, "--style", style]
-        proc, addr = start_server(argv)
-        if proc is None:
-            return None
-        try:
-            return run_client(["http", "--addr", addr, "--conns", str(conns)], seconds,
-                              "requests_per_sec")  # fmt: skip
-        finally:
-            proc.kill()
-            proc.wait()
+        return serve_and_measure(argv, ["http", "--conns", str(conns)], seconds,
+                                 "requests_per_sec")  # fmt: skip
 
     return Case("http", f"{style} x{conns}", "req/s", measure)
 

@@ -143,6 +143,14 @@ def closed_udp_port(host="127.0.0.1"):
         return sock.getsockname()[1]
 
 
+async def wait_until(predicate):
+    """Polls ``predicate`` every millisecond, for up to TIMEOUT seconds (the
+    test's assertions then say what did not happen)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
 async def close_endpoint(transport, protocol):
     transport.close()
     assert await asyncio.wait_for(protocol.lost, TIMEOUT) is None
@@ -1228,9 +1236,7 @@ def test_callbacks_a_datagram_schedules_run_before_the_next_datagram(run):
             await asyncio.sleep(0.05)
             if CAN_PAUSE_READING:
                 transport.resume_reading()
-            deadline = loop.time() + TIMEOUT
-            while len(protocol.log) < 10 and loop.time() < deadline:
-                await asyncio.sleep(0.001)
+            await wait_until(lambda: len(protocol.log) >= 10)
         transport.close()
         expected = []
         for i in range(5):
@@ -1260,9 +1266,7 @@ def test_pausing_inside_datagram_received_stops_delivery_at_once(run):
             assert not transport.is_reading()
             protocol.pause_after = None
             transport.resume_reading()
-            deadline = loop.time() + TIMEOUT
-            while protocol.received < 5 and loop.time() < deadline:
-                await asyncio.sleep(0.001)
+            await wait_until(lambda: protocol.received >= 5)
         transport.close()
         assert [data for kind, data in protocol.log if kind == "datagram"] == [
             b"0", b"1", b"2", b"3", b"4"]  # fmt: skip

@@ -10,7 +10,6 @@ import ctypes
 import hashlib
 import io
 import mmap
-import os
 import socket
 import ssl
 import struct
@@ -222,7 +221,7 @@ def test_ferroloop_fallbacks_read_into_page_aligned_buffers():
     # Not asyncio's behaviour (its fallbacks read into a bytearray, which
     # at 256 KiB starts 16 bytes into a page): ferroloop's own, because
     # the kernel's copy into such a buffer is several times slower on
-    # some CPUs (see _sendfile._page_aligned_buffer).
+    # some CPUs (see _read_buffer.page_aligned_buffer).
     import ferroloop
 
     async def main():

@@ -16,15 +16,28 @@ import mmap
 READ_BUFFER_SIZE = 256 * 1024
 
 
+def page_aligned_buffer(size):
+    """A writable buffer of ``size`` (> 0) bytes starting on a page boundary
+    (an anonymous mmap, whose pages are touched only as far as they are
+    used).
+
+    Also the sendfile fallbacks' buffer for their file reads: a
+    ``bytearray`` of 256 KiB starts 16 bytes into a page whenever malloc
+    maps it afresh, and on this project's AMD VM the kernel copies from the
+    page cache into such a buffer 4x more slowly than into an aligned one
+    (1.2 against 4.4-4.8 GB/s reading a cached file by 256 KiB).
+    """
+    return memoryview(mmap.mmap(-1, size))
+
+
 class ReadBufferMixin:
     _read_buffer_view = None
 
     def _read_buffer(self):
         """This loop's read buffer, made on first use. One per loop rather
         than per process: a loop runs in one thread at a time, and the reads
-        release the GIL. An anonymous mmap: page-aligned, and only the pages
-        reads reach are ever touched."""
+        release the GIL."""
         view = self._read_buffer_view
         if view is None:
-            view = self._read_buffer_view = memoryview(mmap.mmap(-1, READ_BUFFER_SIZE))
+            view = self._read_buffer_view = page_aligned_buffer(READ_BUFFER_SIZE)
         return view

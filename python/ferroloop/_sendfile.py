@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import errno
 import io
-import mmap
 import os
 import socket
 import ssl
 from asyncio import constants, exceptions, protocols
 
+from ._read_buffer import page_aligned_buffer
+
 # Blocks of the executor-read fallback: asyncio's sizes.
 _SOCK_FALLBACK_BLOCK = constants.SENDFILE_FALLBACK_READBUFFER_SIZE
 _TRANSPORT_FALLBACK_BLOCK = 16 * 1024
 
-
-def _page_aligned_buffer(size):
-    """A writable buffer of ``size`` (> 0) bytes starting on a page boundary,
-    for the fallbacks' file reads.
-
-    A ``bytearray`` of 256 KiB starts 16 bytes into a page whenever malloc
-    maps it afresh (which depends on the process's earlier allocations),
-    and on this project's AMD VM the kernel copies from the page cache into
-    such a buffer 4x more slowly than into an aligned one (1.2 against
-    4.4-4.8 GB/s reading a cached file by 256 KiB).
-    """
-    return memoryview(mmap.mmap(-1, size))
 
 
 def _check_params(sock, file, offset, count):
@@ -228,7 +217,7 @@ class SendfileMixin:
         if offset:
             file.seek(offset)
         block = min(count, _SOCK_FALLBACK_BLOCK) if count else _SOCK_FALLBACK_BLOCK
-        buf = _page_aligned_buffer(block)
+        buf = page_aligned_buffer(block)
         sent = 0
         try:
             while True:
@@ -293,7 +282,7 @@ class SendfileMixin:
         if offset:
             file.seek(offset)
         block = min(count, _TRANSPORT_FALLBACK_BLOCK) if count else _TRANSPORT_FALLBACK_BLOCK
-        buf = _page_aligned_buffer(block)
+        buf = page_aligned_buffer(block)
         sent = 0
         proto = _FallbackProtocol(transport)
         try:

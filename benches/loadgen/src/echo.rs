@@ -208,15 +208,8 @@ pub fn run(args: &Args) -> io::Result<()> {
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     while Instant::now() < deadline {
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 100) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        for ev in &events[..n as usize] {
+        let n = crate::poll::wait(epfd, &mut events, 100)?;
+        for ev in &events[..n] {
             let conn = &mut conns[ev.u64 as usize];
             if ev.events & libc::EPOLLOUT as u32 != 0 && conn.want_write && !conn.write_some()? {
                 conn.want_write = false;
@@ -252,20 +245,6 @@ pub fn run(args: &Args) -> io::Result<()> {
     let elapsed = began.elapsed().as_secs_f64();
     let messages: u64 = conns.iter().map(|c| c.messages).sum();
     unsafe { libc::close(epfd) };
-    latencies.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        latencies[((latencies.len() - 1) as f64 * p) as usize]
-    };
-    println!(
-        "{{\"messages\": {messages}, \"seconds\": {elapsed:.3}, \"msgs_per_sec\": {:.1}, \
-         \"mib_per_sec\": {:.2}, \"p50_us\": {}, \"p99_us\": {}}}",
-        messages as f64 / elapsed,
-        messages as f64 * args.size as f64 / elapsed / (1024.0 * 1024.0),
-        pct(0.5),
-        pct(0.99)
-    );
+    crate::poll::print_result(messages, elapsed, args.size, &mut latencies, "");
     Ok(())
 }

@@ -12,6 +12,7 @@
 
 mod echo;
 mod http;
+mod poll;
 mod server;
 mod udp;
 

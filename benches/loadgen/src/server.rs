@@ -83,15 +83,8 @@ pub fn run(args: &Args) -> io::Result<()> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        for ev in &events[..n as usize] {
+        let n = crate::poll::wait(epfd, &mut events, -1)?;
+        for ev in &events[..n] {
             let fd = ev.u64 as RawFd;
             if fd == listener.as_raw_fd() {
                 while let Ok((stream, _)) = listener.accept() {

@@ -124,15 +124,8 @@ pub fn run(args: &Args) -> io::Result<()> {
         if now >= deadline {
             break;
         }
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, 50) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        for ev in &events[..n as usize] {
+        let n = crate::poll::wait(epfd, &mut events, 50)?;
+        for ev in &events[..n] {
             let index = ev.u64 as usize;
             let (done, stale) = peers[index].receive(index)?;
             late += stale;
@@ -155,21 +148,7 @@ pub fn run(args: &Args) -> io::Result<()> {
     let elapsed = began.elapsed().as_secs_f64();
     let messages: u64 = peers.iter().map(|p| p.messages).sum();
     unsafe { libc::close(epfd) };
-    latencies.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        latencies[((latencies.len() - 1) as f64 * p) as usize]
-    };
-    println!(
-        "{{\"messages\": {messages}, \"seconds\": {elapsed:.3}, \"msgs_per_sec\": {:.1}, \
-         \"mib_per_sec\": {:.2}, \"p50_us\": {}, \"p99_us\": {}, \"resent\": {resent}, \
-         \"late\": {late}}}",
-        messages as f64 / elapsed,
-        messages as f64 * args.size as f64 / elapsed / (1024.0 * 1024.0),
-        pct(0.5),
-        pct(0.99)
-    );
+    let extra = format!(", \"resent\": {resent}, \"late\": {late}");
+    crate::poll::print_result(messages, elapsed, args.size, &mut latencies, &extra);
     Ok(())
 }
