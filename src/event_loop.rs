@@ -114,6 +114,11 @@ impl LoopCore {
     }
 
     #[inline]
+    /// Whether any callback is queued to run.
+    pub(crate) fn has_ready(&self, py: Python<'_>) -> bool {
+        self.state.with(py, |st| !st.ready.is_empty())
+    }
+
     pub(crate) fn debug(&self) -> bool {
         self.debug.load(Relaxed)
     }
@@ -1135,7 +1140,7 @@ impl LoopCore {
     /// Whether any callback is queued: the datagram transport reads on
     /// only while none is (see `_datagram.py`).
     fn _has_ready(&self, py: Python<'_>) -> bool {
-        self.state.with(py, |st| !st.ready.is_empty())
+        self.has_ready(py)
     }
 
     // ---- running -------------------------------------------------------

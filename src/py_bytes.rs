@@ -50,7 +50,7 @@ pub fn bytes_filled_by<'py, E>(
 }
 
 /// Reads up to this much go through the scratch buffer.
-const SCRATCH_LEN: usize = 256 * 1024;
+pub const SCRATCH_LEN: usize = 256 * 1024;
 
 /// The scratch buffer, starting on a page boundary.
 ///
@@ -106,13 +106,43 @@ pub fn recv_scratch<R>(
     limit: usize,
     take: impl FnOnce(&[u8]) -> PyResult<R>,
 ) -> PyResult<io::Result<R>> {
+    // SAFETY: `recv` writes at most `len` bytes at `buf`.
+    with_scratch(
+        limit,
+        |buf, len| unsafe { net::recv(fd, buf, len) }.map(|n| (n, ())),
+        |data, _| take(data),
+    )
+}
+
+/// One datagram of up to `limit` (at most 256 KiB) bytes from `fd` into the
+/// thread's reused buffer, handed to `take` with its sender's address. The
+/// same rule as for `recv_scratch` holds for `take`.
+pub fn recvfrom_scratch<R>(
+    fd: RawFd,
+    limit: usize,
+    take: impl FnOnce(&[u8], &net::SockAddr) -> PyResult<R>,
+) -> PyResult<io::Result<R>> {
+    // SAFETY: `recv_from` writes at most `len` bytes at `buf`.
+    with_scratch(
+        limit,
+        |buf, len| unsafe { net::recv_from(fd, buf, len) },
+        |data, from| take(data, from),
+    )
+}
+
+/// Runs `read` on the scratch buffer (given its start and `limit`, capped
+/// at its size); `read` reports how many bytes it wrote, and what else it
+/// learned, which `take` then gets with those bytes.
+fn with_scratch<T, R>(
+    limit: usize,
+    read: impl FnOnce(*mut u8, usize) -> io::Result<(usize, T)>,
+    take: impl FnOnce(&[u8], &T) -> PyResult<R>,
+) -> PyResult<io::Result<R>> {
     let limit = limit.min(SCRATCH_LEN);
     SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
-        // SAFETY: `recv` writes at most `limit` bytes into `buf`, which
-        // holds SCRATCH_LEN >= limit.
-        match unsafe { net::recv(fd, buf.0.as_mut_ptr(), limit) } {
-            Ok(n) => take(&buf.0[..n]).map(Ok),
+        match read(buf.0.as_mut_ptr(), limit) {
+            Ok((n, extra)) => take(&buf.0[..n], &extra).map(Ok),
             Err(err) => Ok(Err(err)),
         }
     })

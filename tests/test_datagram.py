@@ -1785,3 +1785,181 @@ def test_dns_style_two_thousand_concurrent_queries(run):
 
     with no_resource_warnings():
         run(main())
+
+
+# ---- the per-datagram path: addresses, replies, audit events ------------------
+
+
+def _link_local_address():
+    """(address, scope id) of an IPv6 link-local address on this host, or
+    None."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    for hexaddr, index, _, scope, _, name in rows:
+        if scope == "20":  # link scope
+            packed = bytes.fromhex(hexaddr)
+            return socket.inet_ntop(socket.AF_INET6, packed), int(index, 16), name
+    return None
+
+
+def _address_cases():
+    cases = [pytest.param(socket.AF_INET, "127.0.0.1", socket.AF_INET, "127.0.0.1", id="ipv4")]
+    if HAS_IPV6:
+        cases.append(pytest.param(socket.AF_INET6, "::1", socket.AF_INET6, "::1", id="ipv6"))
+        # An IPv4 datagram reaching a dual-stack socket: an IPv4-mapped
+        # address.
+        cases.append(pytest.param(socket.AF_INET6, "::", socket.AF_INET, "127.0.0.1", id="mapped"))
+        link = _link_local_address()
+        if link is not None:
+            address, index, _ = link
+            cases.append(
+                pytest.param(
+                    socket.AF_INET6, (address, 0, 0, index), socket.AF_INET6,
+                    (address, 0, 0, index), id="link-local",
+                )  # fmt: skip
+            )
+    return cases
+
+
+@pytest.mark.parametrize("family, host, peer_family, peer_host", _address_cases())
+def test_sender_addresses_are_the_socket_modules_and_replies_reach_them(
+    run, family, host, peer_family, peer_host
+):
+    """datagram_received gets the address recvfrom would give (the
+    flowinfo and scope id of IPv6 included), and sendto to that object
+    reaches the sender."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(host if isinstance(host, tuple) else (host, 0))
+        transport, protocol = await loop.create_datagram_endpoint(Recorder, sock=sock)
+        port = sock.getsockname()[1]
+        with socket.socket(peer_family, socket.SOCK_DGRAM) as peer:
+            peer.settimeout(TIMEOUT)
+            peer.bind(peer_host if isinstance(peer_host, tuple) else (peer_host, 0))
+            target = (peer_host[0], port, 0, peer_host[3]) if isinstance(peer_host, tuple) else (peer_host, port)
+            with socket.socket(family, socket.SOCK_DGRAM) as reference:
+                # What the socket module itself reports for this sender.
+                if family == socket.AF_INET6 and host == "::":
+                    reference.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                reference.bind(host if isinstance(host, tuple) else (host, 0))
+                reference.settimeout(TIMEOUT)
+                ref_port = reference.getsockname()[1]
+                ref_target = target[:1] + (ref_port,) + target[2:]
+                peer.sendto(b"reference", ref_target)
+                _, expected = reference.recvfrom(100)
+            for round_ in range(3):
+                payload = b"ping %d" % round_
+                peer.sendto(payload, target)
+                data, addr = await protocol.next_datagram()
+                assert (data, addr) == (payload, expected)
+                assert type(addr) is tuple and [type(x) for x in addr] == [type(x) for x in expected]
+                transport.sendto(b"reply to " + payload, addr)
+                reply, source = await recv_in_thread(peer)
+                assert (reply, source[1]) == (b"reply to " + payload, port)
+        await close_endpoint(transport, protocol)
+
+    run(main())
+
+
+_audited = None  # a list while a test records socket.sendto events
+
+
+def _audit_hook(event, args):
+    if _audited is not None and event == "socket.sendto":
+        _audited.append(args)
+
+
+_hook_installed = False
+
+
+def test_replies_raise_the_sendto_audit_event(run):
+    """Every sendto raises the socket module's audit event, with the socket
+    and the address, also when it goes to the address just received."""
+    global _audited, _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit_hook)  # cannot be removed: a no-op when idle
+        _hook_installed = True
+
+    async def main():
+        global _audited
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        sock = transport.get_extra_info("socket")
+        with udp_peer() as peer:
+            peer.sendto(b"hello", sock.getsockname())
+            _, addr = await protocol.next_datagram()
+            _audited = []
+            try:
+                transport.sendto(b"reply", addr)
+                transport.sendto(b"again", peer.getsockname())
+            finally:
+                recorded, _audited = _audited, None
+            assert [a[1] for a in recorded] == [addr, peer.getsockname()]
+            assert all(a[0].fileno() == sock.fileno() for a in recorded)
+            assert await recv_in_thread(peer) == (b"reply", sock.getsockname())
+            assert await recv_in_thread(peer) == (b"again", sock.getsockname())
+        await close_endpoint(transport, protocol)
+
+    run(main())
+
+
+def test_a_max_size_above_256_kib_still_receives(run):
+    """A transport whose max_size was raised reads as asyncio does
+    (ferroloop's scratch buffer holds 256 KiB)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        transport.max_size = 512 * 1024
+        with udp_peer() as peer:
+            for size in (1, 65507):
+                payload = os.urandom(size)
+                peer.sendto(payload, transport.get_extra_info("sockname"))
+                assert await protocol.next_datagram() == (payload, peer.getsockname())
+        await close_endpoint(transport, protocol)
+
+    run(main())
+
+
+def test_ferroloop_sends_and_receives_ip_datagrams_natively(loop_factory):
+    """The plain socket class over IPv4/IPv6 takes the native path;
+    anything else (a subclass, a Unix socket) the socket's own methods.
+    A silent fall back to Python would only show in benchmarks."""
+    lp = loop_factory()
+    if isinstance(lp, asyncio.BaseEventLoop):
+        lp.close()
+        pytest.skip("ferroloop's own path")
+
+    async def kinds():
+        loop = asyncio.get_running_loop()
+        found = {}
+        plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        plain.bind(("127.0.0.1", 0))
+        sub = RecordingSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        sub.bind(("127.0.0.1", 0))
+        unix, _ = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        _.close()
+        for name, sock in (("plain", plain), ("subclass", sub), ("unix", unix)):
+            transport, protocol = await loop.create_datagram_endpoint(Recorder, sock=sock)
+            found[name] = type(transport._io).__name__
+            transport.close()
+            await protocol.lost
+        return found
+
+    try:
+        assert lp.run_until_complete(kinds()) == {
+            "plain": "DatagramIo", "subclass": "NoneType", "unix": "NoneType",
+        }  # fmt: skip
+    finally:
+        lp.close()

@@ -110,6 +110,14 @@ class SockWaiter:
 
     def _ready(self) -> None: ...
 
+class DatagramIo:
+    """The per-datagram work of an IP datagram transport: receiving (its
+    socket's fd callback, on the transport) and sending."""
+
+    def __init__(self, loop: LoopCore, sock: Any, connected: bool) -> None: ...
+    def start_reading(self, transport: Any) -> None: ...
+    def send(self, data: Any, addr: Any) -> None: ...
+
 class TlsPump:
     """The per-record steps of one ``asyncio.sslproto.SSLProtocol`` (3.11+):
     each method stands in for the stdlib method of the same meaning."""

@@ -17,6 +17,7 @@ import sys
 import warnings
 from asyncio import base_events, constants, transports
 
+from . import _core
 from ._fd_transport import FdTransport, ReadControl
 from ._log import logger
 from ._resolve import ensure_resolved
@@ -54,12 +55,23 @@ class DatagramTransport(*_BASES):
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(loop, sock, protocol, extra)
         self._address = address
-        # Datagrams are received into the loop's read buffer and copied out
-        # at their size, unless the socket's class has its own recvfrom,
-        # which must then be called as asyncio does.
-        plain = (type(sock).recvfrom is socket.socket.recvfrom
-                 and type(sock).recvfrom_into is socket.socket.recvfrom_into)  # fmt: skip
-        self._receive_view = loop._read_buffer() if plain else None
+        # IP sockets of the plain class receive and send through native
+        # code (datagram_io.rs), which reads this transport's state where
+        # _read_one and sendto do. Other sockets' own methods are called.
+        self._io = None
+        self._receive_view = None
+        cls = type(sock)
+        plain = (cls.recvfrom is socket.socket.recvfrom
+                 and cls.recvfrom_into is socket.socket.recvfrom_into)  # fmt: skip
+        if (plain and cls.send is socket.socket.send and cls.sendto is socket.socket.sendto
+                and sock.family in (socket.AF_INET, socket.AF_INET6)):  # fmt: skip
+            self._io = _core.DatagramIo(loop, sock, bool(self._extra["peername"]))
+            # Shadows the method of that name until the socket is closed.
+            self._send_now = self._io.send
+        elif plain:
+            # Datagrams are received into the loop's read buffer and copied
+            # out at their size.
+            self._receive_view = loop._read_buffer()
         loop.call_soon(protocol.connection_made, self)
         # Datagrams are delivered only once the protocol knows its transport.
         loop.call_soon(self._start_reading)
@@ -67,6 +79,12 @@ class DatagramTransport(*_BASES):
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
     # ---- reading -----------------------------------------------------------
+
+    def _watch_readable(self):
+        if self._io is None:
+            super()._watch_readable()
+        else:
+            self._io.start_reading(self)
 
     def _read_ready(self):
         # asyncio reads one datagram per readiness callback and polls before
@@ -134,10 +152,7 @@ class DatagramTransport(*_BASES):
             return
         if not self._buffer:
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_now(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
                 self._loop._add_writer(self._sock_fd, self._sendto_ready)
@@ -159,10 +174,7 @@ class DatagramTransport(*_BASES):
             data, addr = self._buffer.popleft()
             self._buffer_size -= len(data) + _HEADER
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_now(data, addr)
             except (BlockingIOError, InterruptedError):
                 self._buffer.appendleft((data, addr))
                 self._buffer_size += len(data) + _HEADER
@@ -180,6 +192,21 @@ class DatagramTransport(*_BASES):
             self._loop._remove_writer(self._sock_fd)
             if self._closing:
                 self._call_connection_lost(None)
+
+    def _send_now(self, data, addr):
+        """One datagram to the kernel, by the socket's own methods."""
+        if self._extra["peername"]:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
+    def _call_connection_lost(self, exc):
+        # The native helper sends on the socket's fd number, soon free for
+        # reuse by another socket.
+        self._io = None
+        self.__dict__.pop("_send_now", None)
+        super()._call_connection_lost(exc)
+
 
 def _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
                      allow_broadcast, **named_only):  # fmt: skip

@@ -119,8 +119,11 @@ class FdTransport(transports._FlowControlMixin):
 
     def _start_reading(self):
         if not self._closing and not self._paused:
-            self._loop._add_reader(self._sock_fd, self._read_ready)
+            self._watch_readable()
             self._reader_on = True
+
+    def _watch_readable(self):
+        self._loop._add_reader(self._sock_fd, self._read_ready)
 
     def _stop_reading(self):
         self._loop._remove_reader(self._sock_fd)
