@@ -16,10 +16,11 @@
 use std::os::fd::RawFd;
 use std::os::raw::{c_char, c_int};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::types::{PyByteArray, PyBytes, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::call::{copy_current_context, take_raised};
@@ -63,7 +64,14 @@ struct Peer {
 #[pyclass(module = "ferroloop._core", frozen)]
 pub struct DatagramIo {
     loop_: Py<LoopCore>,
+    /// Held weakly: the transport keeps this object (and its bound
+    /// `sendto`) in its attributes.
+    transport: Py<PyWeakrefReference>,
     sock: Py<PyAny>,
+    /// The transport's `_address` (a connected or broadcast endpoint's
+    /// remote address) and its queue of unsent datagrams (a deque).
+    address: Option<Py<PyAny>>,
+    queue: Py<PyAny>,
     fd: RawFd,
     /// Sends go to the peer the socket is connected to (`send`, not
     /// `sendto`), as the transport decided from its peer name.
@@ -108,9 +116,7 @@ fn reusable(raw: &SockAddr) -> bool {
 impl DatagramIo {
     /// Readiness callback on the transport: asyncio's `_read_ready`, which
     /// receives one datagram, plus reading on while nothing else is queued
-    /// (see `_datagram.py`). The transport's state (`_protocol`,
-    /// `_closing`, `_paused`, `_conn_lost`, `max_size`) is read where
-    /// asyncio's own method reads it.
+    /// (see `_datagram.py`).
     fn on_readable(transport: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = transport.py();
         let io = transport.getattr(intern!(py, "_io"))?;
@@ -131,18 +137,19 @@ impl DatagramIo {
             return transport.call_method0(intern!(py, "_read_ready")).map(drop);
         };
         let mut reads = if core.debug() { 1 } else { READS_PER_EVENT };
+        // The transport stops reading (pause_reading, close, a fatal error)
+        // by removing this callback, which cancels it: that it runs, and
+        // is still registered after each datagram, says what asyncio's
+        // checks of `_conn_lost`, `_closing` and `_paused` say.
         loop {
-            if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
-                return Ok(());
-            }
             let received = recvfrom_scratch(this.fd, limit, |data, from| {
                 Ok((PyBytes::new(py, data), address_object(py, from)?, *from))
             })?;
-            let protocol = transport.getattr(intern!(py, "_protocol"))?;
             let (data, addr, raw) = match received {
                 Ok(received) => received,
                 Err(err) if net::would_block(&err) => return Ok(()),
                 Err(err) => {
+                    let protocol = transport.getattr(intern!(py, "_protocol"))?;
                     // An earlier send's failure reported by the kernel (an
                     // ICMP port unreachable): the endpoint is still usable.
                     let exc = os_error(&err).into_value(py);
@@ -158,16 +165,78 @@ impl DatagramIo {
                 let old = this.last_peer.with(py, |p| p.replace(peer));
                 drop(old);
             }
+            let protocol = transport.getattr(intern!(py, "_protocol"))?;
             protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
             reads -= 1;
-            if reads == 0
-                || transport.getattr(intern!(py, "_closing"))?.is_truthy()?
-                || transport.getattr(intern!(py, "_paused"))?.is_truthy()?
-                || core.has_ready(py)
-            {
+            if reads == 0 || !core.reads_for(py, this.fd, transport) || core.has_ready(py) {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends `data` now if asyncio's `sendto` would (see `sendto`): None
+    /// when it is not such a datagram, else how the send went.
+    fn send_at_once(
+        &self,
+        transport: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Result<(), PyErr>>> {
+        let py = data.py();
+        let Some(bytes) = plain_bytes(data).filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        if let Some(address) = &self.address {
+            if !(addr.is_none() || addr.is(address.bind(py))) {
+                return Ok(None);
+            }
+            if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        if self.queue.bind(py).len()? != 0 {
+            return Ok(None);
+        }
+        let sent = if self.connected {
+            net::send(self.fd, bytes)
+                .map(drop)
+                .map_err(|e| os_error(&e))
+        } else if self.address.is_some() {
+            return Ok(None);
+        } else {
+            let Some(raw) = self.known_peer(py, addr) else {
+                return Ok(None);
+            };
+            self.send_to_known(py, bytes, addr, &raw)
+        };
+        Ok(Some(sent))
+    }
+
+    /// `sendto` to an address already parsed, raising the audit event the
+    /// socket module raises.
+    fn send_to_known(
+        &self,
+        py: Python<'_>,
+        bytes: &[u8],
+        addr: &Bound<'_, PyAny>,
+        raw: &SockAddr,
+    ) -> PyResult<()> {
+        // SAFETY: both strings are NUL-terminated; "OO" takes two borrowed
+        // object pointers, both alive for the call.
+        let audited = unsafe {
+            PySys_Audit(
+                c"socket.sendto".as_ptr(),
+                c"OO".as_ptr(),
+                self.sock.as_ptr(),
+                addr.as_ptr(),
+            )
+        };
+        if audited < 0 {
+            return Err(take_raised(py));
+        }
+        net::send_to(self.fd, bytes, raw)
+            .map(drop)
+            .map_err(|e| os_error(&e))
     }
 
     /// The raw address behind `addr`, if it is the object last delivered.
@@ -196,12 +265,22 @@ fn plain_bytes<'a>(data: &'a Bound<'_, PyAny>) -> Option<&'a [u8]> {
 #[pymethods]
 impl DatagramIo {
     #[new]
-    fn new(lp: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>, connected: bool) -> PyResult<Self> {
+    fn new(
+        lp: &Bound<'_, PyAny>,
+        transport: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        connected: bool,
+        address: &Bound<'_, PyAny>,
+        queue: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
         let py = lp.py();
         let fd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         Ok(DatagramIo {
             loop_: lp.cast::<LoopCore>()?.clone().unbind(),
+            transport: PyWeakrefReference::new(transport)?.unbind(),
             sock: sock.clone().unbind(),
+            address: address.is_truthy()?.then(|| address.clone().unbind()),
+            queue: queue.clone().unbind(),
             fd,
             connected,
             last_peer: GilCell::new(None),
@@ -238,22 +317,42 @@ impl DatagramIo {
                 .call_method1(intern!(py, "sendto"), (data, addr))
                 .map(drop);
         };
-        // SAFETY: both strings are NUL-terminated; "OO" takes two borrowed
-        // object pointers, both alive for the call.
-        let audited = unsafe {
-            PySys_Audit(
-                c"socket.sendto".as_ptr(),
-                c"OO".as_ptr(),
-                sock.as_ptr(),
-                addr.as_ptr(),
-            )
+        self.send_to_known(py, bytes, addr, &raw)
+    }
+
+    /// The transport's `sendto` (bound to it as an attribute): the checks
+    /// and the send of asyncio's method for a datagram in `bytes` or a
+    /// `bytearray` that goes out at once, to the connected peer or to the
+    /// address `datagram_received` was just given. Anything else (other
+    /// types, empty datagrams, other addresses, a queue to wait behind,
+    /// a closed connected endpoint) goes to the method itself.
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(&self, data: &Bound<'_, PyAny>, addr: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = data.py();
+        let Some(transport) = self.transport.bind(py).upgrade() else {
+            return Err(PyRuntimeError::new_err(
+                "sendto() on a datagram transport that no longer exists",
+            ));
         };
-        if audited < 0 {
-            return Err(take_raised(py));
+        let none = py.None().into_bound(py);
+        let addr = addr.unwrap_or(&none);
+        match self.send_at_once(&transport, data, addr)? {
+            Some(Ok(())) => Ok(()),
+            Some(Err(exc)) => {
+                let queued_addr = match &self.address {
+                    Some(address) => address.bind(py).clone(),
+                    None => addr.clone(),
+                };
+                let exc = exc.into_value(py);
+                transport
+                    .call_method1(intern!(py, "_send_failed"), (exc, data, queued_addr))
+                    .map(drop)
+            }
+            None => {
+                let method = transport.get_type().getattr(intern!(py, "sendto"))?;
+                method.call1((transport, data, addr)).map(drop)
+            }
         }
-        net::send_to(self.fd, bytes, &raw)
-            .map(drop)
-            .map_err(|e| os_error(&e))
     }
 
     fn __repr__(&self) -> String {
@@ -262,7 +361,10 @@ impl DatagramIo {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
+        visit.call(&self.transport)?;
         visit.call(&self.sock)?;
+        visit.call(&self.address)?;
+        visit.call(&self.queue)?;
         self.last_peer
             .try_with(|p| match p {
                 Some(peer) => visit.call(&peer.addr),

@@ -647,6 +647,16 @@ impl LoopCore {
         handle.get().native_target(py)
     }
 
+    /// Whether `fd`'s reader is still `target`'s native callback: not
+    /// removed (by pausing or closing) or replaced since it was queued.
+    pub(crate) fn reads_for(&self, py: Python<'_>, fd: RawFd, target: &Bound<'_, PyAny>) -> bool {
+        self.state.with(py, |st| {
+            st.fds
+                .handle(fd, Direction::Read)
+                .is_some_and(|h| h.get().is_native_for(py, target))
+        })
+    }
+
     /// Parks the fd's reader (see `FdRegistry`), or makes it active again.
     pub(crate) fn set_reader_parked(&self, py: Python<'_>, fd: RawFd, parked: bool) {
         self.state.with(py, |st| st.fds.set_parked(fd, parked));

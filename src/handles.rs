@@ -402,6 +402,14 @@ impl Handle {
         })
     }
 
+    /// Whether this is the native callback of `target` (and not cancelled).
+    pub(crate) fn is_native_for(&self, py: Python<'_>, target: &Bound<'_, PyAny>) -> bool {
+        self.callback.with(
+            py,
+            |cb| matches!(cb, Some(Callback::Native { target: t, .. }) if t.is(target)),
+        )
+    }
+
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Relaxed)

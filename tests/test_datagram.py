@@ -1963,3 +1963,71 @@ def test_ferroloop_sends_and_receives_ip_datagrams_natively(loop_factory):
         }  # fmt: skip
     finally:
         lp.close()
+
+
+def test_sendto_between_close_and_connection_lost(run):
+    """asyncio drops a connected endpoint's datagrams once close() is
+    called, but an unconnected endpoint still sends until connection_lost
+    (its checks look at the remote address, not at closing)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with udp_peer() as peer:
+            connected, cprotocol = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=peer.getsockname()
+            )
+            connected.close()
+            connected.sendto(b"dropped")
+            assert await asyncio.wait_for(cprotocol.lost, TIMEOUT) is None
+            assert nothing_arrives(peer)
+
+            transport, protocol = await loop.create_datagram_endpoint(
+                Recorder, local_addr=("127.0.0.1", 0)
+            )
+            peer.sendto(b"hello", transport.get_extra_info("sockname"))
+            _, addr = await protocol.next_datagram()
+            transport.close()
+            transport.sendto(b"still sent", addr)
+            assert await asyncio.wait_for(protocol.lost, TIMEOUT) is None
+            assert (await recv_in_thread(peer))[0] == b"still sent"
+
+    run(main())
+
+
+def test_an_audit_hook_refusing_sendto_is_a_fatal_error(run):
+    """The socket module's audit event runs before the send; a hook that
+    raises makes the send fail as any non-OSError does: a fatal error."""
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit_hook)
+        _hook_installed = True
+
+    async def main():
+        global _audited
+        loop = asyncio.get_running_loop()
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        transport, protocol = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        with udp_peer() as peer:
+            peer.sendto(b"hello", transport.get_extra_info("sockname"))
+            _, addr = await protocol.next_datagram()
+            _audited = _Refuse()
+            try:
+                transport.sendto(b"refused", addr)
+            finally:
+                _audited = None
+            exc = await asyncio.wait_for(protocol.lost, TIMEOUT)
+            assert type(exc) is LookupError and str(exc) == "no sendto here"
+            assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
+            assert nothing_arrives(peer)
+
+    run(main())
+
+
+class _Refuse(list):
+    """An audit record that refuses the event it is given."""
+
+    def append(self, args):
+        raise LookupError("no sendto here")

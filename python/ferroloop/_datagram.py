@@ -65,9 +65,15 @@ class DatagramTransport(*_BASES):
                  and cls.recvfrom_into is socket.socket.recvfrom_into)  # fmt: skip
         if (plain and cls.send is socket.socket.send and cls.sendto is socket.socket.sendto
                 and sock.family in (socket.AF_INET, socket.AF_INET6)):  # fmt: skip
-            self._io = _core.DatagramIo(loop, sock, bool(self._extra["peername"]))
-            # Shadows the method of that name until the socket is closed.
-            self._send_now = self._io.send
+            connected = bool(self._extra["peername"])
+            io = _core.DatagramIo(loop, self, sock, connected, address, self._buffer)
+            self._io = io
+            # Until the socket is closed, these shadow the methods of the
+            # same names: io.sendto does what sendto does for the common
+            # datagram (bytes to the connected peer or to the sender just
+            # heard from, nothing queued) and calls the method for others.
+            self._send_now = io.send
+            self.sendto = io.sendto
         elif plain:
             # Datagrams are received into the loop's read buffer and copied
             # out at their size.
@@ -164,10 +170,26 @@ class DatagramTransport(*_BASES):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on datagram transport")
                 return
+        self._queue(data, addr)
+
+    def _queue(self, data, addr):
         # The caller may reuse a mutable buffer once sendto returns.
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data) + _HEADER
         self._maybe_pause_protocol()
+
+    def _send_failed(self, exc, data, addr):
+        """What sendto does when its send raised ``exc``; for io.sendto,
+        which made the send (sendto's own except clauses, in order)."""
+        if isinstance(exc, (BlockingIOError, InterruptedError)):
+            self._loop._add_writer(self._sock_fd, self._sendto_ready)
+            self._queue(data, addr)
+        elif isinstance(exc, OSError):
+            self._protocol.error_received(exc)
+        elif isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise exc
+        else:
+            self._fatal_error(exc, "Fatal write error on datagram transport")
 
     def _sendto_ready(self):
         while self._buffer:
@@ -205,6 +227,7 @@ class DatagramTransport(*_BASES):
         # reuse by another socket.
         self._io = None
         self.__dict__.pop("_send_now", None)
+        self.__dict__.pop("sendto", None)
         super()._call_connection_lost(exc)
 
 

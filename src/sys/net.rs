@@ -53,10 +53,12 @@ pub unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     )
 }
 
-/// A socket address as the kernel gives and takes it.
+/// An IPv4 or IPv6 socket address as the kernel gives and takes it.
+/// Room for no other family: a larger address (of another family) is
+/// reported truncated, and is neither `as_v4` nor `as_v6`.
 #[derive(Clone, Copy)]
 pub struct SockAddr {
-    storage: libc::sockaddr_storage,
+    storage: libc::sockaddr_in6,
     len: libc::socklen_t,
 }
 
@@ -67,19 +69,19 @@ impl SockAddr {
         if self.len == 0 {
             libc::AF_UNSPEC
         } else {
-            i32::from(self.storage.ss_family)
+            i32::from(self.storage.sin6_family)
         }
     }
 
     pub fn as_v4(&self) -> Option<&libc::sockaddr_in> {
-        (self.family() == libc::AF_INET && self.len as usize >= size_of::<libc::sockaddr_in>())
-            // SAFETY: sockaddr_storage is aligned for every sockaddr type,
-            // and the kernel filled at least a sockaddr_in.
+        (self.family() == libc::AF_INET && self.len as usize == size_of::<libc::sockaddr_in>())
+            // SAFETY: sockaddr_in6 is larger than, and aligned for, a
+            // sockaddr_in, which the kernel filled.
             .then(|| unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) })
     }
 
     pub fn as_v6(&self) -> Option<&libc::sockaddr_in6> {
-        (self.family() == libc::AF_INET6 && self.len as usize >= size_of::<libc::sockaddr_in6>())
+        (self.family() == libc::AF_INET6 && self.len as usize == size_of::<libc::sockaddr_in6>())
             // SAFETY: as in `as_v4`.
             .then(|| unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) })
     }
@@ -90,14 +92,14 @@ impl SockAddr {
 /// # Safety
 /// `buf` must be valid for writes of `len` bytes.
 pub unsafe fn recv_from(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    // SAFETY: sockaddr_in6 is plain data; zeroed is a valid value.
     let mut from = SockAddr {
         storage: unsafe { std::mem::zeroed() },
         len: 0,
     };
     let n = retry(
         || {
-            from.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            from.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             let addr = &mut from.storage as *mut _ as *mut libc::sockaddr;
             unsafe { libc::recvfrom(fd, buf.cast(), len, 0, addr, &mut from.len) }
         },
