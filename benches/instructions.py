@@ -1,7 +1,7 @@
 """Instructions per operation of the deterministic micro-benchmarks, for every loop.
 
     python benches/instructions.py [--loops asyncio,uvloop,rloop,rsloop,ferroloop]
-        [--only call_soon,call_later,tasks,futures] [--scale 0.1] [--timeout 180]
+        [--only call_soon,call_later,tasks,futures,udp_echo] [--scale 0.1] [--timeout 180]
 
 Wall-clock figures on a shared virtual machine swing with the host: the
 same run can be twice as fast a minute later (see run.py's speed probe).
@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 import micro  # noqa: E402  (the benchmarks themselves, and their amounts of work)
 
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,rsloop,ferroloop"
-DETERMINISTIC = ("call_soon", "call_later", "tasks", "futures")
+DETERMINISTIC = ("call_soon", "call_later", "tasks", "futures", "udp_echo")
 COLLECTED = re.compile(r"Collected\s*:\s*([\d,]+)")
 
 
@@ -46,6 +46,7 @@ def operations(name):
         "call_later": micro.TIMERS,
         "tasks": micro.TASKS * micro.YIELDS,
         "futures": micro.FUTURES,
+        "udp_echo": micro.UDP_ROUNDS,
     }[name]
 
 

@@ -31,6 +31,7 @@ THREADSAFE = 200_000
 EXECUTOR = 20_000
 SLEEPERS = 20_000
 TLS_ROUNDS, TLS_SIZE = 5_000, 1024
+UDP_ROUNDS, UDP_SIZE = 20_000, 100
 
 
 def make_loop(name):
@@ -192,10 +193,51 @@ async def tls_echo():
     return TLS_ROUNDS
 
 
+async def udp_echo():
+    """100-byte datagrams between two endpoints of the loop, one in flight:
+    a DatagramProtocol echo server and a connected client."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    message = os.urandom(UDP_SIZE)
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data, addr)
+
+    class Client(Echo):
+        rounds = 0
+
+        def datagram_received(self, data, addr):
+            assert data == message
+            self.rounds += 1
+            if self.rounds == UDP_ROUNDS:
+                done.set_result(None)
+            else:
+                self.transport.sendto(data)
+
+        def error_received(self, exc):
+            if not done.done():
+                done.set_exception(exc)
+
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    client, _ = await loop.create_datagram_endpoint(
+        Client, remote_addr=server.get_extra_info("sockname")
+    )
+    client.sendto(message)
+    # A datagram lost on loopback would stall the exchange: fail instead.
+    await asyncio.wait_for(done, 120)
+    client.close()
+    server.close()
+    return UDP_ROUNDS
+
+
 BENCHMARKS = {
     f.__name__: f
     for f in (call_soon, call_later, tasks, futures, call_soon_threadsafe, run_in_executor,
-              gather_sleeps, tls_echo)  # fmt: skip
+              gather_sleeps, tls_echo, udp_echo)  # fmt: skip
 }
 
 
@@ -219,10 +261,13 @@ def run_one(loop_name, name, measured=True):
 def scale_work(factor):
     """Multiplies the fixed amounts of work by ``factor`` (at least 1 each)."""
     global CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS
-    CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS = (
+    global UDP_ROUNDS
+    (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS,
+     UDP_ROUNDS) = (
         max(1, int(n * factor))
-        for n in (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS)
-    )
+        for n in (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS,
+                  UDP_ROUNDS)
+    )  # fmt: skip
 
 
 def main():

@@ -1879,13 +1879,17 @@ def _audit_hook(event, args):
 _hook_installed = False
 
 
-def test_replies_raise_the_sendto_audit_event(run):
-    """Every sendto raises the socket module's audit event, with the socket
-    and the address, also when it goes to the address just received."""
-    global _audited, _hook_installed
+def _install_audit_hook():
+    global _hook_installed
     if not _hook_installed:
         sys.addaudithook(_audit_hook)  # cannot be removed: a no-op when idle
         _hook_installed = True
+
+
+def test_replies_raise_the_sendto_audit_event(run):
+    """Every sendto raises the socket module's audit event, with the socket
+    and the address, also when it goes to the address just received."""
+    _install_audit_hook()
 
     async def main():
         global _audited
@@ -1997,10 +2001,7 @@ def test_sendto_between_close_and_connection_lost(run):
 def test_an_audit_hook_refusing_sendto_is_a_fatal_error(run):
     """The socket module's audit event runs before the send; a hook that
     raises makes the send fail as any non-OSError does: a fatal error."""
-    global _hook_installed
-    if not _hook_installed:
-        sys.addaudithook(_audit_hook)
-        _hook_installed = True
+    _install_audit_hook()
 
     async def main():
         global _audited

@@ -5,7 +5,10 @@ The transport is driven by the loop's native fd callbacks; what it adds is
 asyncio's contract: one datagram per recvfrom, errors of individual sends
 (ICMP port unreachable and the like) go to ``error_received`` without ending
 the transport, a queue for datagrams the kernel refuses for now, flow
-control over that queue, and ``connection_lost`` exactly once.
+control over that queue, and ``connection_lost`` exactly once. For IPv4
+and IPv6 sockets of the plain class, the per-datagram work (receiving,
+delivering, and sending what goes out at once) is native
+(``src/datagram_io.rs``) and reads this state where asyncio's methods do.
 """
 
 from __future__ import annotations
