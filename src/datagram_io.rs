@@ -12,15 +12,22 @@
 //! A UDP server replies to the address `datagram_received` gave it. That
 //! address object is remembered with the raw address it was built from, so
 //! a `sendto` to it skips parsing the tuple back (and resolving its host).
+//!
+//! `sendto` itself is `DatagramSendto`, a method descriptor on the
+//! transport's class: bound, it keeps the transport alive as a bound method
+//! does, and sends at once what asyncio's method would send at once,
+//! calling that method (in Python) for everything else.
 
+use std::io;
 use std::os::fd::RawFd;
 use std::os::raw::{c_char, c_int};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::basic::CompareOp;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::call::{copy_current_context, take_raised};
@@ -57,16 +64,12 @@ struct Peer {
 /// A datagram transport's socket, as the transport's native helper (its
 /// `_io`).
 ///
-/// The fd callback's target is the Python transport, not this: the loop's
-/// registration keeps the transport alive as asyncio's does, and this
-/// object holds no reference back to it, so a transport dropped unclosed
-/// is freed (and warns) at once, as asyncio's is.
+/// Nothing here refers to the transport: the fd callback's target is the
+/// transport itself (the loop's registration keeps it alive, as asyncio's
+/// does), and a transport dropped unclosed is freed, and warns, at once.
 #[pyclass(module = "ferroloop._core", frozen)]
 pub struct DatagramIo {
     loop_: Py<LoopCore>,
-    /// Held weakly: the transport keeps this object (and its bound
-    /// `sendto`) in its attributes.
-    transport: Py<PyWeakrefReference>,
     sock: Py<PyAny>,
     /// The transport's `_address` (a connected or broadcast endpoint's
     /// remote address) and its queue of unsent datagrams (a deque).
@@ -76,6 +79,11 @@ pub struct DatagramIo {
     /// Sends go to the peer the socket is connected to (`send`, not
     /// `sendto`), as the transport decided from its peer name.
     connected: bool,
+    /// Set before the transport closes the socket: from then on the fd
+    /// number may belong to another socket, and nothing here touches it.
+    detached: AtomicBool,
+    /// The transport's `_protocol`, kept up to date by its `set_protocol`.
+    protocol: GilCell<Py<PyAny>>,
     last_peer: GilCell<Option<Peer>>,
 }
 
@@ -106,11 +114,21 @@ fn address_object<'py>(py: Python<'py>, raw: &SockAddr) -> PyResult<Bound<'py, P
 }
 
 /// Whether `raw` can be sent to without parsing its address object again:
-/// the socket module would refuse an IPv6 flow label of more than 20 bits
-/// in the tuple, so such an address goes through it for its error.
+/// an IPv4 or IPv6 address, except an IPv6 flow label of more than 20 bits,
+/// which the socket module refuses in a tuple (it gets to say so).
 fn reusable(raw: &SockAddr) -> bool {
-    raw.as_v6()
-        .is_none_or(|v6| u32::from_be(v6.sin6_flowinfo) <= 0xfffff)
+    raw.as_v4().is_some()
+        || raw
+            .as_v6()
+            .is_some_and(|v6| u32::from_be(v6.sin6_flowinfo) <= 0xfffff)
+}
+
+/// The transport's `max_size`, if the scratch buffer can take a read of
+/// it (else the Python path reads, as asyncio would, or raises what
+/// asyncio raises for a `max_size` that is no size).
+fn read_limit(transport: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    let size = transport.getattr(intern!(transport.py(), "max_size"))?;
+    Ok(size.extract::<usize>().ok().filter(|&n| n <= SCRATCH_LEN))
 }
 
 impl DatagramIo {
@@ -125,31 +143,31 @@ impl DatagramIo {
             return Ok(());
         };
         let this = io.get();
+        if this.detached.load(Relaxed) {
+            return Ok(());
+        }
         let core = this.loop_.bind(py).get();
-        // A max_size the scratch buffer cannot hold (or that is no size at
-        // all) is the Python path's to deal with, as asyncio would.
-        let limit = transport
-            .getattr(intern!(py, "max_size"))?
-            .extract::<usize>()
-            .ok()
-            .filter(|&n| n <= SCRATCH_LEN);
-        let Some(limit) = limit else {
-            return transport.call_method0(intern!(py, "_read_ready")).map(drop);
-        };
         let mut reads = if core.debug() { 1 } else { READS_PER_EVENT };
         // The transport stops reading (pause_reading, close, a fatal error)
         // by removing this callback, which cancels it: that it runs, and
         // is still registered after each datagram, says what asyncio's
         // checks of `_conn_lost`, `_closing` and `_paused` say.
         loop {
+            // Read for every datagram, as asyncio's method reads it.
+            let Some(limit) = read_limit(transport)? else {
+                return transport.call_method0(intern!(py, "_read_ready")).map(drop);
+            };
+            // Only the bytes are made while the scratch buffer is in use:
+            // the address is a tuple, whose allocation may run the
+            // garbage collector (and so finalizers, which may read).
             let received = recvfrom_scratch(this.fd, limit, |data, from| {
-                Ok((PyBytes::new(py, data), address_object(py, from)?, *from))
+                Ok((PyBytes::new(py, data), *from))
             })?;
-            let (data, addr, raw) = match received {
+            let protocol = this.protocol.with(py, |p| p.clone_ref(py)).into_bound(py);
+            let (data, raw) = match received {
                 Ok(received) => received,
                 Err(err) if net::would_block(&err) => return Ok(()),
                 Err(err) => {
-                    let protocol = transport.getattr(intern!(py, "_protocol"))?;
                     // An earlier send's failure reported by the kernel (an
                     // ICMP port unreachable): the endpoint is still usable.
                     let exc = os_error(&err).into_value(py);
@@ -157,6 +175,7 @@ impl DatagramIo {
                     return Ok(());
                 }
             };
+            let addr = address_object(py, &raw)?;
             if reusable(&raw) {
                 let peer = Peer {
                     addr: addr.clone().unbind(),
@@ -165,7 +184,6 @@ impl DatagramIo {
                 let old = this.last_peer.with(py, |p| p.replace(peer));
                 drop(old);
             }
-            let protocol = transport.getattr(intern!(py, "_protocol"))?;
             protocol.call_method1(intern!(py, "datagram_received"), (data, addr))?;
             reads -= 1;
             if reads == 0 || !core.reads_for(py, this.fd, transport) || core.has_ready(py) {
@@ -174,18 +192,29 @@ impl DatagramIo {
         }
     }
 
-    /// Sends `data` now if asyncio's `sendto` would (see `sendto`): None
-    /// when it is not such a datagram, else how the send went.
+    /// Sends `data` now if asyncio's `sendto` would (see `DatagramSendto`):
+    /// None when it is not such a datagram, else how the send went.
     fn send_at_once(
         &self,
         transport: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
         addr: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<Result<(), PyErr>>> {
+    ) -> PyResult<Option<PyResult<()>>> {
         let py = data.py();
-        let Some(bytes) = plain_bytes(data).filter(|b| !b.is_empty()) else {
+        // Exact bytes only: immutable, so neither an audit hook nor
+        // anything else can free them before the system call, and their
+        // length is their size (a subclass may say otherwise).
+        let Some(bytes) = data
+            .cast_exact::<PyBytes>()
+            .ok()
+            .map(|b| b.as_bytes())
+            .filter(|b| !b.is_empty())
+        else {
             return Ok(None);
         };
+        if self.detached.load(Relaxed) {
+            return Ok(None);
+        }
         if let Some(address) = &self.address {
             if !(addr.is_none() || addr.is(address.bind(py))) {
                 return Ok(None);
@@ -197,19 +226,20 @@ impl DatagramIo {
         if self.queue.bind(py).len()? != 0 {
             return Ok(None);
         }
-        let sent = if self.connected {
-            net::send(self.fd, bytes)
-                .map(drop)
-                .map_err(|e| os_error(&e))
-        } else if self.address.is_some() {
+        if self.connected {
+            return Ok(Some(
+                net::send(self.fd, bytes)
+                    .map(drop)
+                    .map_err(|e| os_error(&e)),
+            ));
+        }
+        if self.address.is_some() {
             return Ok(None);
-        } else {
-            let Some(raw) = self.known_peer(py, addr) else {
-                return Ok(None);
-            };
-            self.send_to_known(py, bytes, addr, &raw)
+        }
+        let Some(raw) = self.known_peer(py, addr) else {
+            return Ok(None);
         };
-        Ok(Some(sent))
+        Ok(Some(self.send_to_known(py, bytes, addr, &raw)))
     }
 
     /// `sendto` to an address already parsed, raising the audit event the
@@ -249,40 +279,28 @@ impl DatagramIo {
     }
 }
 
-/// The bytes of `data` if it is a `bytes` or `bytearray` (whose buffer
-/// cannot move while the GIL is held and no Python code runs).
-fn plain_bytes<'a>(data: &'a Bound<'_, PyAny>) -> Option<&'a [u8]> {
-    if let Ok(bytes) = data.cast::<PyBytes>() {
-        return Some(bytes.as_bytes());
-    }
-    // SAFETY: the slice is used only for the system call that follows,
-    // before any Python code can resize the bytearray.
-    data.cast::<PyByteArray>()
-        .ok()
-        .map(|array| unsafe { array.as_bytes() })
-}
-
 #[pymethods]
 impl DatagramIo {
     #[new]
     fn new(
         lp: &Bound<'_, PyAny>,
-        transport: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         connected: bool,
         address: &Bound<'_, PyAny>,
         queue: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let py = lp.py();
         let fd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         Ok(DatagramIo {
             loop_: lp.cast::<LoopCore>()?.clone().unbind(),
-            transport: PyWeakrefReference::new(transport)?.unbind(),
             sock: sock.clone().unbind(),
             address: address.is_truthy()?.then(|| address.clone().unbind()),
             queue: queue.clone().unbind(),
             fd,
             connected,
+            detached: AtomicBool::new(false),
+            protocol: GilCell::new(protocol.clone().unbind()),
             last_peer: GilCell::new(None),
         })
     }
@@ -298,61 +316,42 @@ impl DatagramIo {
         lp.get().watch(py, self.fd, Direction::Read, &handle)
     }
 
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) {
+        let old = self.protocol.with(protocol.py(), |p| {
+            std::mem::replace(p, protocol.clone().unbind())
+        });
+        drop(old);
+    }
+
+    /// Called before the transport closes its socket.
+    fn detach(&self) {
+        self.detached.store(true, Relaxed);
+    }
+
     /// Sends one datagram now, as the transport's `sock.send(data)` or
     /// `sock.sendto(data, addr)` would, raising what they raise (a
     /// `BlockingIOError` when the kernel has no room).
     fn send(&self, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = data.py();
+        if self.detached.load(Relaxed) {
+            return Err(os_error(&io::Error::from_raw_os_error(libc::EBADF)));
+        }
         let sock = self.sock.bind(py);
+        let bytes = data.cast_exact::<PyBytes>().ok().map(|b| b.as_bytes());
         if self.connected {
-            return match plain_bytes(data) {
+            return match bytes {
                 Some(bytes) => net::send(self.fd, bytes)
                     .map(drop)
                     .map_err(|e| os_error(&e)),
                 None => sock.call_method1(intern!(py, "send"), (data,)).map(drop),
             };
         }
-        let (Some(bytes), Some(raw)) = (plain_bytes(data), self.known_peer(py, addr)) else {
+        let (Some(bytes), Some(raw)) = (bytes, self.known_peer(py, addr)) else {
             return sock
                 .call_method1(intern!(py, "sendto"), (data, addr))
                 .map(drop);
         };
         self.send_to_known(py, bytes, addr, &raw)
-    }
-
-    /// The transport's `sendto` (bound to it as an attribute): the checks
-    /// and the send of asyncio's method for a datagram in `bytes` or a
-    /// `bytearray` that goes out at once, to the connected peer or to the
-    /// address `datagram_received` was just given. Anything else (other
-    /// types, empty datagrams, other addresses, a queue to wait behind,
-    /// a closed connected endpoint) goes to the method itself.
-    #[pyo3(signature = (data, addr=None))]
-    fn sendto(&self, data: &Bound<'_, PyAny>, addr: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = data.py();
-        let Some(transport) = self.transport.bind(py).upgrade() else {
-            return Err(PyRuntimeError::new_err(
-                "sendto() on a datagram transport that no longer exists",
-            ));
-        };
-        let none = py.None().into_bound(py);
-        let addr = addr.unwrap_or(&none);
-        match self.send_at_once(&transport, data, addr)? {
-            Some(Ok(())) => Ok(()),
-            Some(Err(exc)) => {
-                let queued_addr = match &self.address {
-                    Some(address) => address.bind(py).clone(),
-                    None => addr.clone(),
-                };
-                let exc = exc.into_value(py);
-                transport
-                    .call_method1(intern!(py, "_send_failed"), (exc, data, queued_addr))
-                    .map(drop)
-            }
-            None => {
-                let method = transport.get_type().getattr(intern!(py, "sendto"))?;
-                method.call1((transport, data, addr)).map(drop)
-            }
-        }
     }
 
     fn __repr__(&self) -> String {
@@ -361,10 +360,12 @@ impl DatagramIo {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
-        visit.call(&self.transport)?;
         visit.call(&self.sock)?;
         visit.call(&self.address)?;
         visit.call(&self.queue)?;
+        if let Some(result) = self.protocol.try_with(|p| visit.call(&*p)) {
+            result?;
+        }
         self.last_peer
             .try_with(|p| match p {
                 Some(peer) => visit.call(&peer.addr),
@@ -377,5 +378,165 @@ impl DatagramIo {
         if let Some(taken) = self.last_peer.try_take() {
             drop(taken);
         }
+    }
+}
+
+/// The datagram transport's `sendto`, as a descriptor on its class (set
+/// by `_datagram.py` over the Python method, which it calls for what it
+/// does not send itself).
+#[pyclass(module = "ferroloop._core", frozen)]
+pub struct DatagramSendto {
+    method: Py<PyAny>,
+}
+
+#[pymethods]
+impl DatagramSendto {
+    #[new]
+    fn new(method: &Bound<'_, PyAny>) -> Self {
+        DatagramSendto {
+            method: method.clone().unbind(),
+        }
+    }
+
+    /// On the class, the Python method itself; on a transport, a bound
+    /// `sendto`.
+    fn __get__(
+        &self,
+        instance: &Bound<'_, PyAny>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = instance.py();
+        if instance.is_none() {
+            return Ok(self.method.clone_ref(py));
+        }
+        let bound = BoundSendto {
+            transport: instance.clone().unbind(),
+            method: self.method.clone_ref(py),
+        };
+        Ok(Bound::new(py, bound)?.into_any().unbind())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.method)
+    }
+}
+
+/// `transport.sendto`: holds its transport as a bound method does.
+#[pyclass(module = "ferroloop._core", frozen)]
+pub struct BoundSendto {
+    transport: Py<PyAny>,
+    method: Py<PyAny>,
+}
+
+impl BoundSendto {
+    /// Sends what asyncio's method would send at once (handling a failed
+    /// send as the method does); false for anything else.
+    fn send_fast(
+        &self,
+        transport: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = transport.py();
+        let io = transport.getattr(intern!(py, "_io"))?;
+        let Ok(io) = io.cast::<DatagramIo>() else {
+            return Ok(false);
+        };
+        let io = io.get();
+        match io.send_at_once(transport, data, addr)? {
+            None => Ok(false),
+            Some(Ok(())) => Ok(true),
+            Some(Err(exc)) => {
+                let queued_addr = match &io.address {
+                    Some(address) => address.bind(py).clone(),
+                    None => addr.clone(),
+                };
+                let exc = exc.into_value(py);
+                transport.call_method1(intern!(py, "_send_failed"), (exc, data, queued_addr))?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl BoundSendto {
+    /// Send one datagram to ``addr`` (or to the connected peer).
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = args.py();
+        let transport = self.transport.bind(py);
+        let call_method = || {
+            let mut full = vec![transport.clone()];
+            full.extend(args.iter());
+            self.method.call(py, PyTuple::new(py, full)?, kwargs)
+        };
+        // `sendto(data)` or `sendto(data, addr)`; any other form of call
+        // goes to the method, which takes (or refuses) it as asyncio's.
+        if kwargs.is_some_and(|k| !k.is_empty()) || !(1..=2).contains(&args.len()) {
+            return call_method();
+        }
+        let data = args.get_item(0)?;
+        let addr = match args.len() {
+            2 => args.get_item(1)?,
+            _ => py.None().into_bound(py),
+        };
+        if self.send_fast(transport, &data, &addr)? {
+            return Ok(py.None());
+        }
+        call_method()
+    }
+
+    #[getter]
+    fn __self__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.transport.clone_ref(py)
+    }
+
+    #[getter]
+    fn __func__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.method.clone_ref(py)
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "sendto"
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let transport = self.transport.bind(py);
+        let qualname = self.method.bind(py).getattr(intern!(py, "__qualname__"))?;
+        Ok(format!(
+            "<bound method {qualname} of {}>",
+            transport.repr()?
+        ))
+    }
+
+    /// Equal when bound to the same transport, as bound methods are.
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let same = other.cast::<BoundSendto>().is_ok_and(|o| {
+            let o = o.get();
+            o.transport.is(&self.transport) && o.method.is(&self.method)
+        });
+        Ok(match op {
+            CompareOp::Eq => same.into_pyobject(py)?.to_owned().into_any().unbind(),
+            CompareOp::Ne => (!same).into_pyobject(py)?.to_owned().into_any().unbind(),
+            _ => py.NotImplemented(),
+        })
+    }
+
+    fn __hash__(&self) -> isize {
+        // Bound methods hash their object and function; identity hashes
+        // of the two serve the same purpose here.
+        (self.transport.as_ptr() as isize) ^ (self.method.as_ptr() as isize).rotate_left(16)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.transport)?;
+        visit.call(&self.method)
     }
 }

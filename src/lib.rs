@@ -55,6 +55,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<sock_ops::SockWaiter>()?;
     m.add_class::<datagram_io::DatagramIo>()?;
+    m.add_class::<datagram_io::DatagramSendto>()?;
+    m.add_class::<datagram_io::BoundSendto>()?;
     m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_handles_built_directly, m)?)?;

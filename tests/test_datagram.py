@@ -28,6 +28,7 @@ import tempfile
 import time
 import tracemalloc
 import warnings
+import weakref
 
 import pytest
 
@@ -1916,6 +1917,33 @@ def test_replies_raise_the_sendto_audit_event(run):
     run(main())
 
 
+def test_max_size_is_read_for_every_datagram(run):
+    """Lowering max_size inside datagram_received truncates the datagrams
+    read after it, also those waiting already."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        lengths = []
+
+        class Shrink(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                lengths.append(len(data))
+                self.transport.max_size = 2
+
+        transport, protocol = await loop.create_datagram_endpoint(
+            Shrink, local_addr=("127.0.0.1", 0)
+        )
+        with udp_peer() as peer:
+            for _ in range(3):
+                peer.sendto(b"0123456789", transport.get_extra_info("sockname"))
+            await wait_until(lambda: len(lengths) == 3)
+        assert lengths == [10, 2, 2]
+        await close_endpoint(transport, protocol)
+
+    run(main())
+
+
 def test_a_max_size_above_256_kib_still_receives(run):
     """A transport whose max_size was raised reads as asyncio does
     (ferroloop's scratch buffer holds 256 KiB)."""
@@ -2032,3 +2060,110 @@ class _Refuse(list):
 
     def append(self, args):
         raise LookupError("no sendto here")
+
+
+def test_a_saved_sendto_is_a_bound_method_of_the_transport(run):
+    """transport.sendto behaves as a bound method: bound to the transport,
+    equal each time it is looked up, keeping the transport alive, and
+    taking asyncio's arguments."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with udp_peer() as peer:
+            transport, protocol = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=peer.getsockname()
+            )
+            send = transport.sendto
+            assert send.__self__ is transport and send == transport.sendto
+            assert hash(send) == hash(transport.sendto)
+            assert send.__func__ is type(transport).sendto
+            with pytest.raises(TypeError) as info:
+                send(b"a", None, 1)
+            assert str(info.value).endswith(
+                "sendto() takes from 2 to 3 positional arguments but 4 were given"
+            )
+            send(data=b"by keyword")
+            assert (await recv_in_thread(peer))[0] == b"by keyword"
+            if CAN_PAUSE_READING:
+                # Not reading, so the loop holds nothing of the transport:
+                # only the saved method keeps it alive, as on asyncio.
+                transport.pause_reading()
+            sockname = transport.get_extra_info("sockname")
+            ref = weakref.ref(transport)
+            del transport
+            gc.collect()
+            assert ref() is not None
+            send(b"still alive")
+            assert await recv_in_thread(peer) == (b"still alive", sockname)
+            ref().close()
+            await asyncio.wait_for(protocol.lost, TIMEOUT)
+
+    run(main())
+
+
+def test_a_saved_sendto_after_connection_lost_sends_nothing(run):
+    """A sendto kept past connection_lost fails as asyncio's does, and never
+    sends from another socket that got the same fd number."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with udp_peer() as peer, udp_peer() as victim:
+            transport, protocol = await loop.create_datagram_endpoint(
+                Recorder, local_addr=("127.0.0.1", 0)
+            )
+            peer.sendto(b"hello", transport.get_extra_info("sockname"))
+            _, addr = await protocol.next_datagram()
+            send = transport.sendto
+            old_fd = transport.get_extra_info("socket").fileno()
+            await close_endpoint(transport, protocol)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                other.connect(victim.getsockname())
+                assert other.fileno() == old_fd  # the lowest free number
+                with pytest.raises(AttributeError):
+                    send(b"leak", addr)
+                with pytest.raises(AttributeError):
+                    send(b"leak")
+            assert nothing_arrives(peer) and nothing_arrives(victim)
+
+    run(main())
+
+
+def test_a_bytearray_resized_by_an_audit_hook_is_not_sent(run):
+    """The data is held (as a buffer export) across the audit event: a hook
+    that resizes a bytearray fails, and the send is a fatal error."""
+    _install_audit_hook()
+
+    async def main():
+        global _audited
+        loop = asyncio.get_running_loop()
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        transport, protocol = await loop.create_datagram_endpoint(
+            Recorder, local_addr=("127.0.0.1", 0)
+        )
+        data = bytearray(b"A" * 60000)
+        with udp_peer() as peer:
+            peer.sendto(b"hello", transport.get_extra_info("sockname"))
+            _, addr = await protocol.next_datagram()
+            _audited = _Shrink(data)
+            try:
+                transport.sendto(data, addr)
+            finally:
+                _audited = None
+            exc = await asyncio.wait_for(protocol.lost, TIMEOUT)
+            assert type(exc) is BufferError
+            assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
+            assert nothing_arrives(peer)
+
+    run(main())
+
+
+class _Shrink(list):
+    """An audit record that empties a bytearray when the event comes."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def append(self, args):
+        self.target[:] = b""

@@ -115,11 +115,27 @@ class DatagramIo:
     socket's fd callback, on the transport) and sending."""
 
     def __init__(
-        self, loop: LoopCore, transport: Any, sock: Any, connected: bool, address: Any, queue: Any
+        self, loop: LoopCore, sock: Any, connected: bool, address: Any, queue: Any, protocol: Any
     ) -> None: ...
     def start_reading(self, transport: Any) -> None: ...
+    def set_protocol(self, protocol: Any) -> None: ...
+    def detach(self) -> None: ...
     def send(self, data: Any, addr: Any) -> None: ...
-    def sendto(self, data: Any, addr: Any = None) -> None: ...
+
+class DatagramSendto:
+    """The datagram transport's ``sendto`` (a method descriptor over the
+    Python method, which it calls for what it does not send itself)."""
+
+    def __init__(self, method: Any) -> None: ...
+    def __get__(self, instance: Any, owner: Any = None) -> Any: ...
+
+class BoundSendto:
+    """``transport.sendto``, bound as a method is."""
+
+    __self__: Any
+    __func__: Any
+    __name__: str
+    def __call__(self, data: Any, addr: Any = None) -> None: ...
 
 class TlsPump:
     """The per-record steps of one ``asyncio.sslproto.SSLProtocol`` (3.11+):

@@ -54,6 +54,7 @@ class DatagramTransport(*_BASES):
     """A transport over a (possibly connected) datagram socket."""
 
     max_size = 256 * 1024  # the largest datagram read
+    _io = None  # the native helper, for IP sockets of the plain class
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(loop, sock, protocol, extra)
@@ -69,14 +70,10 @@ class DatagramTransport(*_BASES):
         if (plain and cls.send is socket.socket.send and cls.sendto is socket.socket.sendto
                 and sock.family in (socket.AF_INET, socket.AF_INET6)):  # fmt: skip
             connected = bool(self._extra["peername"])
-            io = _core.DatagramIo(loop, self, sock, connected, address, self._buffer)
+            io = _core.DatagramIo(loop, sock, connected, address, self._buffer, protocol)
             self._io = io
-            # Until the socket is closed, these shadow the methods of the
-            # same names: io.sendto does what sendto does for the common
-            # datagram (bytes to the connected peer or to the sender just
-            # heard from, nothing queued) and calls the method for others.
+            # Shadows the method of that name until the socket is closed.
             self._send_now = io.send
-            self.sendto = io.sendto
         elif plain:
             # Datagrams are received into the loop's read buffer and copied
             # out at their size.
@@ -182,8 +179,9 @@ class DatagramTransport(*_BASES):
         self._maybe_pause_protocol()
 
     def _send_failed(self, exc, data, addr):
-        """What sendto does when its send raised ``exc``; for io.sendto,
-        which made the send (sendto's own except clauses, in order)."""
+        """What sendto does when its send raised ``exc``; for the native
+        sendto, which made the send (sendto's own except clauses, in
+        order)."""
         if isinstance(exc, (BlockingIOError, InterruptedError)):
             self._loop._add_writer(self._sock_fd, self._sendto_ready)
             self._queue(data, addr)
@@ -225,13 +223,24 @@ class DatagramTransport(*_BASES):
         else:
             self._sock.sendto(data, addr)
 
+    def set_protocol(self, protocol):
+        super().set_protocol(protocol)
+        if self._io is not None:
+            self._io.set_protocol(protocol)
+
     def _call_connection_lost(self, exc):
-        # The native helper sends on the socket's fd number, soon free for
+        # The native helper uses the socket's fd number, soon free for
         # reuse by another socket.
-        self._io = None
-        self.__dict__.pop("_send_now", None)
-        self.__dict__.pop("sendto", None)
+        if self._io is not None:
+            self._io.detach()
+            self._io = None
+            del self._send_now
         super()._call_connection_lost(exc)
+
+
+# Sends what goes out at once natively (datagram_io.rs) and calls the method
+# above for the rest; a bound method's behaviour otherwise.
+DatagramTransport.sendto = _core.DatagramSendto(DatagramTransport.sendto)
 
 
 def _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
