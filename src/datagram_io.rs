@@ -13,21 +13,18 @@
 //! address object is remembered with the raw address it was built from, so
 //! a `sendto` to it skips parsing the tuple back (and resolving its host).
 //!
-//! `sendto` itself is `DatagramSendto`, a method descriptor on the
-//! transport's class: bound, it keeps the transport alive as a bound method
-//! does, and sends at once what asyncio's method would send at once,
-//! calling that method (in Python) for everything else.
+//! `sendto` itself is a method descriptor on the transport's class
+//! (`datagram_sendto.rs`) that calls `send_fast` here first.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use pyo3::basic::CompareOp;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::PyBytes;
 use pyo3::PyTraverseError;
 
 use crate::call::{copy_current_context, take_raised};
@@ -381,162 +378,31 @@ impl DatagramIo {
     }
 }
 
-/// The datagram transport's `sendto`, as a descriptor on its class (set
-/// by `_datagram.py` over the Python method, which it calls for what it
-/// does not send itself).
-#[pyclass(module = "ferroloop._core", frozen)]
-pub struct DatagramSendto {
-    method: Py<PyAny>,
-}
-
-#[pymethods]
-impl DatagramSendto {
-    #[new]
-    fn new(method: &Bound<'_, PyAny>) -> Self {
-        DatagramSendto {
-            method: method.clone().unbind(),
+/// The transport's `sendto` for what asyncio's method would send at once
+/// (handling a failed send as the method does): false for anything else,
+/// which the method itself must take. See `datagram_sendto.rs`.
+pub(crate) fn send_fast(
+    transport: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+    addr: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = transport.py();
+    let io = transport.getattr(intern!(py, "_io"))?;
+    let Ok(io) = io.cast::<DatagramIo>() else {
+        return Ok(false);
+    };
+    let io = io.get();
+    match io.send_at_once(transport, data, addr)? {
+        None => Ok(false),
+        Some(Ok(())) => Ok(true),
+        Some(Err(exc)) => {
+            let queued_addr = match &io.address {
+                Some(address) => address.bind(py).clone(),
+                None => addr.clone(),
+            };
+            let exc = exc.into_value(py);
+            transport.call_method1(intern!(py, "_send_failed"), (exc, data, queued_addr))?;
+            Ok(true)
         }
-    }
-
-    /// On the class, the Python method itself; on a transport, a bound
-    /// `sendto`.
-    fn __get__(
-        &self,
-        instance: &Bound<'_, PyAny>,
-        _owner: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = instance.py();
-        if instance.is_none() {
-            return Ok(self.method.clone_ref(py));
-        }
-        let bound = BoundSendto {
-            transport: instance.clone().unbind(),
-            method: self.method.clone_ref(py),
-        };
-        Ok(Bound::new(py, bound)?.into_any().unbind())
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.method)
-    }
-}
-
-/// `transport.sendto`: holds its transport as a bound method does.
-#[pyclass(module = "ferroloop._core", frozen)]
-pub struct BoundSendto {
-    transport: Py<PyAny>,
-    method: Py<PyAny>,
-}
-
-impl BoundSendto {
-    /// Sends what asyncio's method would send at once (handling a failed
-    /// send as the method does); false for anything else.
-    fn send_fast(
-        &self,
-        transport: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
-        addr: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        let py = transport.py();
-        let io = transport.getattr(intern!(py, "_io"))?;
-        let Ok(io) = io.cast::<DatagramIo>() else {
-            return Ok(false);
-        };
-        let io = io.get();
-        match io.send_at_once(transport, data, addr)? {
-            None => Ok(false),
-            Some(Ok(())) => Ok(true),
-            Some(Err(exc)) => {
-                let queued_addr = match &io.address {
-                    Some(address) => address.bind(py).clone(),
-                    None => addr.clone(),
-                };
-                let exc = exc.into_value(py);
-                transport.call_method1(intern!(py, "_send_failed"), (exc, data, queued_addr))?;
-                Ok(true)
-            }
-        }
-    }
-}
-
-#[pymethods]
-impl BoundSendto {
-    /// Send one datagram to ``addr`` (or to the connected peer).
-    #[pyo3(signature = (*args, **kwargs))]
-    fn __call__(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = args.py();
-        let transport = self.transport.bind(py);
-        let call_method = || {
-            let mut full = vec![transport.clone()];
-            full.extend(args.iter());
-            self.method.call(py, PyTuple::new(py, full)?, kwargs)
-        };
-        // `sendto(data)` or `sendto(data, addr)`; any other form of call
-        // goes to the method, which takes (or refuses) it as asyncio's.
-        if kwargs.is_some_and(|k| !k.is_empty()) || !(1..=2).contains(&args.len()) {
-            return call_method();
-        }
-        let data = args.get_item(0)?;
-        let addr = match args.len() {
-            2 => args.get_item(1)?,
-            _ => py.None().into_bound(py),
-        };
-        if self.send_fast(transport, &data, &addr)? {
-            return Ok(py.None());
-        }
-        call_method()
-    }
-
-    #[getter]
-    fn __self__(&self, py: Python<'_>) -> Py<PyAny> {
-        self.transport.clone_ref(py)
-    }
-
-    #[getter]
-    fn __func__(&self, py: Python<'_>) -> Py<PyAny> {
-        self.method.clone_ref(py)
-    }
-
-    #[getter]
-    fn __name__(&self) -> &'static str {
-        "sendto"
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let transport = self.transport.bind(py);
-        let qualname = self.method.bind(py).getattr(intern!(py, "__qualname__"))?;
-        Ok(format!(
-            "<bound method {qualname} of {}>",
-            transport.repr()?
-        ))
-    }
-
-    /// Equal when bound to the same transport, as bound methods are.
-    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let same = other.cast::<BoundSendto>().is_ok_and(|o| {
-            let o = o.get();
-            o.transport.is(&self.transport) && o.method.is(&self.method)
-        });
-        Ok(match op {
-            CompareOp::Eq => same.into_pyobject(py)?.to_owned().into_any().unbind(),
-            CompareOp::Ne => (!same).into_pyobject(py)?.to_owned().into_any().unbind(),
-            _ => py.NotImplemented(),
-        })
-    }
-
-    fn __hash__(&self) -> isize {
-        // Bound methods hash their object and function; identity hashes
-        // of the two serve the same purpose here.
-        (self.transport.as_ptr() as isize) ^ (self.method.as_ptr() as isize).rotate_left(16)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.transport)?;
-        visit.call(&self.method)
     }
 }

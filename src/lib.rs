@@ -7,6 +7,7 @@ mod bound_call_soon;
 mod call;
 mod clock;
 mod datagram_io;
+mod datagram_sendto;
 mod errors;
 mod event_loop;
 mod fast_calls;
@@ -55,8 +56,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream_transport::StreamTransport>()?;
     m.add_class::<sock_ops::SockWaiter>()?;
     m.add_class::<datagram_io::DatagramIo>()?;
-    m.add_class::<datagram_io::DatagramSendto>()?;
-    m.add_class::<datagram_io::BoundSendto>()?;
+    m.add_function(wrap_pyfunction!(datagram_sendto::datagram_sendto, m)?)?;
     m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_handles_built_directly, m)?)?;

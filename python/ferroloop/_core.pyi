@@ -122,20 +122,9 @@ class DatagramIo:
     def detach(self) -> None: ...
     def send(self, data: Any, addr: Any) -> None: ...
 
-class DatagramSendto:
-    """The datagram transport's ``sendto`` (a method descriptor over the
-    Python method, which it calls for what it does not send itself)."""
-
-    def __init__(self, method: Any) -> None: ...
-    def __get__(self, instance: Any, owner: Any = None) -> Any: ...
-
-class BoundSendto:
-    """``transport.sendto``, bound as a method is."""
-
-    __self__: Any
-    __func__: Any
-    __name__: str
-    def __call__(self, data: Any, addr: Any = None) -> None: ...
+def datagram_sendto(method: Any) -> Any:
+    """A method descriptor over the datagram transport's ``sendto``: what
+    goes out at once is sent natively, the rest goes to ``method``."""
 
 class TlsPump:
     """The per-record steps of one ``asyncio.sslproto.SSLProtocol`` (3.11+):

@@ -238,9 +238,9 @@ class DatagramTransport(*_BASES):
         super()._call_connection_lost(exc)
 
 
-# Sends what goes out at once natively (datagram_io.rs) and calls the method
-# above for the rest; a bound method's behaviour otherwise.
-DatagramTransport.sendto = _core.DatagramSendto(DatagramTransport.sendto)
+# A method descriptor (datagram_sendto.rs) that sends natively what goes out
+# at once and calls the method above for the rest.
+DatagramTransport.sendto = _core.datagram_sendto(DatagramTransport.sendto)
 
 
 def _check_sock_args(sock, local_addr, remote_addr, family, proto, flags, reuse_port,
