@@ -140,8 +140,10 @@ impl DatagramIo {
             return Ok(());
         };
         let this = io.get();
-        if this.detached.load(Relaxed) {
-            return Ok(());
+        if !this.owns_fd(py)? {
+            // The program closed the socket: asyncio's recvfrom would fail
+            // with EBADF, which the Python path reports as asyncio does.
+            return transport.call_method0(intern!(py, "_read_ready")).map(drop);
         }
         let core = this.loop_.bind(py).get();
         let mut reads = if core.debug() { 1 } else { READS_PER_EVENT };
@@ -209,7 +211,7 @@ impl DatagramIo {
         else {
             return Ok(None);
         };
-        if self.detached.load(Relaxed) {
+        if !self.owns_fd(py)? {
             return Ok(None);
         }
         if let Some(address) = &self.address {
@@ -261,9 +263,29 @@ impl DatagramIo {
         if audited < 0 {
             return Err(take_raised(py));
         }
+        // The hook may have closed the socket, as the socket module's own
+        // send would then find.
+        if !self.owns_fd(py)? {
+            return Err(os_error(&io::Error::from_raw_os_error(libc::EBADF)));
+        }
         net::send_to(self.fd, bytes, raw)
             .map(drop)
             .map_err(|e| os_error(&e))
+    }
+
+    /// Whether the fd is still the socket's: not once the transport let go
+    /// of it, nor once the program closed the socket itself (the number may
+    /// then be another socket's). Checked before every system call.
+    fn owns_fd(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.detached.load(Relaxed) {
+            return Ok(false);
+        }
+        let fd: RawFd = self
+            .sock
+            .bind(py)
+            .call_method0(intern!(py, "fileno"))?
+            .extract()?;
+        Ok(fd == self.fd)
     }
 
     /// The raw address behind `addr`, if it is the object last delivered.
@@ -330,11 +352,13 @@ impl DatagramIo {
     /// `BlockingIOError` when the kernel has no room).
     fn send(&self, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = data.py();
-        if self.detached.load(Relaxed) {
-            return Err(os_error(&io::Error::from_raw_os_error(libc::EBADF)));
-        }
         let sock = self.sock.bind(py);
-        let bytes = data.cast_exact::<PyBytes>().ok().map(|b| b.as_bytes());
+        // On a socket no longer ours, the socket's own methods raise what
+        // they raise (EBADF).
+        let bytes = match self.owns_fd(py)? {
+            true => data.cast_exact::<PyBytes>().ok().map(|b| b.as_bytes()),
+            false => None,
+        };
         if self.connected {
             return match bytes {
                 Some(bytes) => net::send(self.fd, bytes)
@@ -387,7 +411,11 @@ pub(crate) fn send_fast(
     addr: &Bound<'_, PyAny>,
 ) -> PyResult<bool> {
     let py = transport.py();
-    let io = transport.getattr(intern!(py, "_io"))?;
+    // Anything but a transport with a native helper (even a stranger
+    // passed to the unbound method) is the Python method's.
+    let Some(io) = transport.getattr_opt(intern!(py, "_io"))? else {
+        return Ok(false);
+    };
     let Ok(io) = io.cast::<DatagramIo>() else {
         return Ok(false);
     };

@@ -15,7 +15,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::datagram_io::send_fast;
@@ -32,6 +31,9 @@ struct SendtoDescriptor {
     vectorcall: Option<ffi::vectorcallfunc>,
     /// The Python method (a new reference).
     method: *mut ffi::PyObject,
+    /// Weak references to it, as functions take them (`WeakMethod` of a
+    /// bound `sendto` needs one).
+    weaklist: *mut ffi::PyObject,
 }
 
 unsafe fn method_of(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -94,26 +96,14 @@ unsafe extern "C" fn descr_get(
     }
 }
 
-/// Attributes are the Python method's (`__name__`, `__qualname__`,
-/// `__doc__`, ...), and `__wrapped__` is the method itself, which is where
-/// `inspect.signature` finds the signature.
+/// Attributes are the Python method's (`__name__`, `__doc__`, `__code__`,
+/// `__class__`, ...): `inspect` sees the function, signature included.
 unsafe extern "C" fn getattro(
     slf: *mut ffi::PyObject,
     name: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: GIL held, live arguments.
-    unsafe {
-        let py = Python::assume_attached();
-        let method = method_of(slf);
-        if Bound::from_borrowed_ptr(py, name)
-            .eq(intern!(py, "__wrapped__"))
-            .unwrap_or(false)
-        {
-            ffi::Py_INCREF(method);
-            return method;
-        }
-        ffi::PyObject_GetAttr(method, name)
-    }
+    unsafe { ffi::PyObject_GetAttr(method_of(slf), name) }
 }
 
 unsafe extern "C" fn repr(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -126,6 +116,9 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
     // each instance holds a reference to.
     unsafe {
         let tp = ffi::Py_TYPE(slf);
+        if !(*slf.cast::<SendtoDescriptor>()).weaklist.is_null() {
+            ffi::PyObject_ClearWeakRefs(slf);
+        }
         ffi::Py_XDECREF(method_of(slf));
         ffi::PyObject_Free(slf.cast());
         ffi::Py_DECREF(tp.cast());
@@ -141,6 +134,13 @@ pub(crate) fn datagram_sendto<'py>(method: &Bound<'py, PyAny>) -> PyResult<Bound
             name: c"__vectorcalloffset__".as_ptr(),
             type_code: ffi::Py_T_PYSSIZET,
             offset: std::mem::offset_of!(SendtoDescriptor, vectorcall) as ffi::Py_ssize_t,
+            flags: ffi::Py_READONLY,
+            doc: std::ptr::null(),
+        },
+        ffi::PyMemberDef {
+            name: c"__weaklistoffset__".as_ptr(),
+            type_code: ffi::Py_T_PYSSIZET,
+            offset: std::mem::offset_of!(SendtoDescriptor, weaklist) as ffi::Py_ssize_t,
             flags: ffi::Py_READONLY,
             doc: std::ptr::null(),
         },
@@ -187,6 +187,7 @@ pub(crate) fn datagram_sendto<'py>(method: &Bound<'py, PyAny>) -> PyResult<Bound
                 ob_base: std::mem::zeroed(),
                 vectorcall: Some(vectorcall),
                 method: method.clone().into_ptr(),
+                weaklist: std::ptr::null_mut(),
             },
         );
         let obj = ffi::PyObject_Init(obj.cast(), tp.as_ptr().cast());

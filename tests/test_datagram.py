@@ -2064,8 +2064,8 @@ class _Refuse(list):
 
 def test_a_saved_sendto_is_a_bound_method_of_the_transport(run):
     """transport.sendto behaves as a bound method: bound to the transport,
-    equal each time it is looked up, keeping the transport alive, and
-    taking asyncio's arguments."""
+    equal each time it is looked up, weakly referenceable as a WeakMethod,
+    keeping the transport alive, and taking asyncio's arguments."""
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -2084,12 +2084,15 @@ def test_a_saved_sendto_is_a_bound_method_of_the_transport(run):
             )
             send(data=b"by keyword")
             assert (await recv_in_thread(peer))[0] == b"by keyword"
+            weak_send = weakref.WeakMethod(send)
+            assert weak_send() == send
             if CAN_PAUSE_READING:
                 # Not reading, so the loop holds nothing of the transport:
                 # only the saved method keeps it alive, as on asyncio.
                 transport.pause_reading()
             sockname = transport.get_extra_info("sockname")
             ref = weakref.ref(transport)
+            protocol.transport = None
             del transport
             gc.collect()
             assert ref() is not None
@@ -2167,3 +2170,33 @@ class _Shrink(list):
 
     def append(self, args):
         self.target[:] = b""
+
+
+def test_sendto_after_the_program_closed_the_socket(run):
+    """A socket given with sock= and closed by the program: sendto reports
+    EBADF to error_received, and nothing leaves from another socket that
+    got the same fd number."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with udp_peer() as peer, udp_peer() as victim:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(peer.getsockname())
+            transport, protocol = await loop.create_datagram_endpoint(Recorder, sock=sock)
+            fd = sock.fileno()
+            if CAN_PAUSE_READING:
+                transport.pause_reading()  # the loop no longer watches it
+            else:
+                loop._remove_reader(fd)  # what pausing does, on 3.10
+            sock.close()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                other.connect(victim.getsockname())
+                assert other.fileno() == fd
+                transport.sendto(b"leak")
+                exc = await protocol.next_error()
+                assert type(exc) is OSError and exc.errno == errno.EBADF
+            assert nothing_arrives(peer) and nothing_arrives(victim)
+            transport.abort()
+            await asyncio.wait_for(protocol.lost, TIMEOUT)
+
+    run(main())
