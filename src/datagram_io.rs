@@ -34,6 +34,7 @@ use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::{recvfrom_scratch, SCRATCH_LEN};
+use crate::sock_fd::SockFd;
 use crate::sys::net::{self, SockAddr};
 
 extern "C" {
@@ -68,6 +69,7 @@ struct Peer {
 pub struct DatagramIo {
     loop_: Py<LoopCore>,
     sock: Py<PyAny>,
+    sock_fd: SockFd,
     /// The transport's `_address` (a connected or broadcast endpoint's
     /// remote address) and its queue of unsent datagrams (a deque).
     address: Option<Py<PyAny>>,
@@ -280,12 +282,7 @@ impl DatagramIo {
         if self.detached.load(Relaxed) {
             return Ok(false);
         }
-        let fd: RawFd = self
-            .sock
-            .bind(py)
-            .call_method0(intern!(py, "fileno"))?
-            .extract()?;
-        Ok(fd == self.fd)
+        Ok(self.sock_fd.get(self.sock.bind(py))? == self.fd)
     }
 
     /// The raw address behind `addr`, if it is the object last delivered.
@@ -313,6 +310,7 @@ impl DatagramIo {
         let fd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         Ok(DatagramIo {
             loop_: lp.cast::<LoopCore>()?.clone().unbind(),
+            sock_fd: SockFd::for_socket(sock)?,
             sock: sock.clone().unbind(),
             address: address.is_truthy()?.then(|| address.clone().unbind()),
             queue: queue.clone().unbind(),

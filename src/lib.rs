@@ -20,6 +20,7 @@ mod loop_stats;
 mod prefetch;
 mod py_bytes;
 mod py_helpers;
+mod sock_fd;
 mod sock_ops;
 mod stream_feed;
 mod stream_transport;
@@ -60,5 +61,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_handles_built_directly, m)?)?;
+    m.add_function(wrap_pyfunction!(sock_fd::_sock_fd_read_directly, m)?)?;
     Ok(())
 }

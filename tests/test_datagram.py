@@ -1995,6 +1995,11 @@ def test_ferroloop_sends_and_receives_ip_datagrams_natively(loop_factory):
         }  # fmt: skip
     finally:
         lp.close()
+    # Whether the socket still owns its fd is read from the socket object
+    # (checked against fileno() first) rather than by calling fileno().
+    from ferroloop import _core
+
+    assert _core._sock_fd_read_directly()
 
 
 def test_sendto_between_close_and_connection_lost(run):

@@ -122,6 +122,9 @@ class DatagramIo:
     def detach(self) -> None: ...
     def send(self, data: Any, addr: Any) -> None: ...
 
+def _sock_fd_read_directly() -> bool:
+    """Whether socket fds are read where CPython keeps them (checked)."""
+
 def datagram_sendto(method: Any) -> Any:
     """A method descriptor over the datagram transport's ``sendto``: what
     goes out at once is sent natively, the rest goes to ``method``."""
