@@ -113,12 +113,12 @@ impl LoopCore {
             .flatten()
     }
 
-    #[inline]
     /// Whether any callback is queued to run.
     pub(crate) fn has_ready(&self, py: Python<'_>) -> bool {
         self.state.with(py, |st| !st.ready.is_empty())
     }
 
+    #[inline]
     pub(crate) fn debug(&self) -> bool {
         self.debug.load(Relaxed)
     }
