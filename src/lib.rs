@@ -17,6 +17,7 @@ mod gil_cell;
 mod handle_alloc;
 mod handles;
 mod loop_stats;
+mod method_descriptor;
 mod prefetch;
 mod py_bytes;
 mod py_helpers;

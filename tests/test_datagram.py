@@ -152,6 +152,17 @@ async def wait_until(predicate):
         await asyncio.sleep(0.001)
 
 
+async def endpoint_heard_from(peer):
+    """(transport, protocol, address): an endpoint on 127.0.0.1 that
+    received one datagram from ``peer``, and the address it was given."""
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        Recorder, local_addr=("127.0.0.1", 0)
+    )
+    peer.sendto(b"hello", transport.get_extra_info("sockname"))
+    _, addr = await protocol.next_datagram()
+    return transport, protocol, addr
+
+
 async def close_endpoint(transport, protocol):
     transport.close()
     assert await asyncio.wait_for(protocol.lost, TIMEOUT) is None
@@ -1894,14 +1905,9 @@ def test_replies_raise_the_sendto_audit_event(run):
 
     async def main():
         global _audited
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0)
-        )
-        sock = transport.get_extra_info("socket")
         with udp_peer() as peer:
-            peer.sendto(b"hello", sock.getsockname())
-            _, addr = await protocol.next_datagram()
+            transport, protocol, addr = await endpoint_heard_from(peer)
+            sock = transport.get_extra_info("socket")
             _audited = []
             try:
                 transport.sendto(b"reply", addr)
@@ -2018,11 +2024,7 @@ def test_sendto_between_close_and_connection_lost(run):
             assert await asyncio.wait_for(cprotocol.lost, TIMEOUT) is None
             assert nothing_arrives(peer)
 
-            transport, protocol = await loop.create_datagram_endpoint(
-                Recorder, local_addr=("127.0.0.1", 0)
-            )
-            peer.sendto(b"hello", transport.get_extra_info("sockname"))
-            _, addr = await protocol.next_datagram()
+            transport, protocol, addr = await endpoint_heard_from(peer)
             transport.close()
             transport.sendto(b"still sent", addr)
             assert await asyncio.wait_for(protocol.lost, TIMEOUT) is None
@@ -2041,12 +2043,8 @@ def test_an_audit_hook_refusing_sendto_is_a_fatal_error(run):
         loop = asyncio.get_running_loop()
         contexts = []
         loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
-        transport, protocol = await loop.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0)
-        )
         with udp_peer() as peer:
-            peer.sendto(b"hello", transport.get_extra_info("sockname"))
-            _, addr = await protocol.next_datagram()
+            transport, protocol, addr = await endpoint_heard_from(peer)
             _audited = _Refuse()
             try:
                 transport.sendto(b"refused", addr)
@@ -2114,13 +2112,8 @@ def test_a_saved_sendto_after_connection_lost_sends_nothing(run):
     sends from another socket that got the same fd number."""
 
     async def main():
-        loop = asyncio.get_running_loop()
         with udp_peer() as peer, udp_peer() as victim:
-            transport, protocol = await loop.create_datagram_endpoint(
-                Recorder, local_addr=("127.0.0.1", 0)
-            )
-            peer.sendto(b"hello", transport.get_extra_info("sockname"))
-            _, addr = await protocol.next_datagram()
+            transport, protocol, addr = await endpoint_heard_from(peer)
             send = transport.sendto
             old_fd = transport.get_extra_info("socket").fileno()
             await close_endpoint(transport, protocol)
@@ -2146,13 +2139,9 @@ def test_a_bytearray_resized_by_an_audit_hook_is_not_sent(run):
         loop = asyncio.get_running_loop()
         contexts = []
         loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
-        transport, protocol = await loop.create_datagram_endpoint(
-            Recorder, local_addr=("127.0.0.1", 0)
-        )
         data = bytearray(b"A" * 60000)
         with udp_peer() as peer:
-            peer.sendto(b"hello", transport.get_extra_info("sockname"))
-            _, addr = await protocol.next_datagram()
+            transport, protocol, addr = await endpoint_heard_from(peer)
             _audited = _Shrink(data)
             try:
                 transport.sendto(data, addr)
