@@ -34,7 +34,7 @@ use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::{recvfrom_scratch, SCRATCH_LEN};
-use crate::sock_fd::SockFd;
+use crate::sock_object::SockFields;
 use crate::sys::net::{self, SockAddr};
 
 extern "C" {
@@ -69,7 +69,7 @@ struct Peer {
 pub struct DatagramIo {
     loop_: Py<LoopCore>,
     sock: Py<PyAny>,
-    sock_fd: SockFd,
+    sock_fields: SockFields,
     /// The transport's `_address` (a connected or broadcast endpoint's
     /// remote address) and its queue of unsent datagrams (a deque).
     address: Option<Py<PyAny>>,
@@ -282,7 +282,7 @@ impl DatagramIo {
         if self.detached.load(Relaxed) {
             return Ok(false);
         }
-        Ok(self.sock_fd.get(self.sock.bind(py))? == self.fd)
+        Ok(self.sock_fields.fd(self.sock.bind(py))? == self.fd)
     }
 
     /// The raw address behind `addr`, if it is the object last delivered.
@@ -310,7 +310,7 @@ impl DatagramIo {
         let fd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         Ok(DatagramIo {
             loop_: lp.cast::<LoopCore>()?.clone().unbind(),
-            sock_fd: SockFd::for_socket(sock)?,
+            sock_fields: SockFields::for_socket(sock)?,
             sock: sock.clone().unbind(),
             address: address.is_truthy()?.then(|| address.clone().unbind()),
             queue: queue.clone().unbind(),

@@ -21,7 +21,7 @@ mod method_descriptor;
 mod prefetch;
 mod py_bytes;
 mod py_helpers;
-mod sock_fd;
+mod sock_object;
 mod sock_ops;
 mod stream_feed;
 mod stream_transport;
@@ -62,6 +62,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tls_pump::TlsPump>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_handles_built_directly, m)?)?;
-    m.add_function(wrap_pyfunction!(sock_fd::_sock_fd_read_directly, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        sock_object::_sock_fields_read_directly,
+        m
+    )?)?;
     Ok(())
 }

@@ -29,6 +29,7 @@ use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
 use crate::py_bytes::recv_new_bytes;
+use crate::sock_object::SockFields;
 use crate::sys::net;
 
 /// The waiter's fd callback; `_ready` is its Python-visible twin.
@@ -71,18 +72,6 @@ pub struct SockWaiter {
 
 fn is_done(fut: &Bound<'_, PyAny>) -> PyResult<bool> {
     fut.call_method0(intern!(fut.py(), "done"))?.is_truthy()
-}
-
-/// Whether `sock` is non-blocking. Blocking ones take the Python path,
-/// which treats them as asyncio does: refused in debug mode, otherwise
-/// used as they are (and the call may block the loop, as on asyncio).
-fn is_nonblocking(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let timeout = sock.call_method0(intern!(sock.py(), "gettimeout"))?;
-    Ok(!timeout.is_none() && timeout.extract::<f64>()? == 0.0)
-}
-
-fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-    sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
 }
 
 impl SockWaiter {
@@ -319,10 +308,14 @@ pub(crate) fn sock_recv<'py>(
     let Ok(limit) = n.extract::<usize>() else {
         return Ok(None);
     };
-    if !is_nonblocking(sock)? {
+    // Blocking sockets take the Python path, which treats them as asyncio
+    // does: refused in debug mode, otherwise used as they are (and the
+    // call may block the loop, as on asyncio).
+    let fields = SockFields::for_socket(sock)?;
+    if !fields.is_nonblocking(sock)? {
         return Ok(None);
     }
-    let fd = fileno(sock)?;
+    let fd = fields.fd(sock)?;
     let reusable = SockWaiter::reusable(lp.get(), sock, fd, Direction::Read)?;
     match recv_new_bytes(py, fd, limit)? {
         Ok(data) => Ok(Some(data.into_any())),
@@ -343,10 +336,11 @@ pub(crate) fn sock_sendall<'py>(
     data: &Bound<'py, PyBytes>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = lp.py();
-    if !is_nonblocking(sock)? {
+    let fields = SockFields::for_socket(sock)?;
+    if !fields.is_nonblocking(sock)? {
         return Ok(py.NotImplemented().into_bound(py));
     }
-    let fd = fileno(sock)?;
+    let fd = fields.fd(sock)?;
     let bytes = data.as_bytes();
     let sent = match net::send(fd, bytes) {
         Ok(n) => n,

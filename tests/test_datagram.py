@@ -2005,7 +2005,7 @@ def test_ferroloop_sends_and_receives_ip_datagrams_natively(loop_factory):
     # (checked against fileno() first) rather than by calling fileno().
     from ferroloop import _core
 
-    assert _core._sock_fd_read_directly()
+    assert _core._sock_fields_read_directly()
 
 
 def test_sendto_between_close_and_connection_lost(run):

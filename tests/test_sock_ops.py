@@ -257,3 +257,37 @@ def test_recv_on_a_socket_subclass_calls_its_method(loop):
 
             assert run(loop, main()) == b"sub"
     assert calls and set(calls) == {7}
+
+
+def test_blocking_mode_is_judged_at_every_call(loop):
+    """In debug mode asyncio refuses a blocking socket on every sock_recv
+    and sock_sendall; a socket switched between blocking and non-blocking
+    between calls is judged as it is at each call (ferroloop reads the
+    mode from the socket object rather than calling gettimeout())."""
+    loop.set_debug(True)
+    a, b = pair()
+    refused = "the socket must be non-blocking"
+    with a, b:
+
+        async def main():
+            seen = []
+            for timeout in (0.0, None, 0.0, 2.5, 0.0):
+                a.settimeout(timeout)
+                b.send(b"x")
+                try:
+                    seen.append(await loop.sock_recv(a, 10))
+                except ValueError as exc:
+                    seen.append(str(exc))
+                    a.settimeout(0.0)
+                    a.recv(10)  # what the refused call left unread
+                    a.settimeout(timeout)
+                try:
+                    await loop.sock_sendall(a, b"y")
+                    seen.append(b.recv(10))
+                except ValueError as exc:
+                    seen.append(str(exc))
+            return seen
+
+        assert run(loop, main()) == [
+            b"x", b"y", refused, refused, b"x", b"y", refused, refused, b"x", b"y",
+        ]  # fmt: skip

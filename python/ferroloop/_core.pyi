@@ -122,8 +122,9 @@ class DatagramIo:
     def detach(self) -> None: ...
     def send(self, data: Any, addr: Any) -> None: ...
 
-def _sock_fd_read_directly() -> bool:
-    """Whether socket fds are read where CPython keeps them (checked)."""
+def _sock_fields_read_directly() -> bool:
+    """Whether sockets' fds and timeouts are read where CPython keeps them
+    (the layout checked once against `fileno()` and `gettimeout()`)."""
 
 def datagram_sendto(method: Any) -> Any:
     """A method descriptor over the datagram transport's ``sendto``: what
