@@ -122,7 +122,7 @@ impl SockFields {
     pub(crate) fn is_nonblocking(&self, sock: &Bound<'_, PyAny>) -> PyResult<bool> {
         if self.direct {
             // SAFETY: checked by `for_socket` for this very object.
-            return Ok(unsafe { read_timeout(sock) } <= 0);
+            return Ok(unsafe { read_timeout(sock) } == 0);
         }
         nonblocking_by_method(sock)
     }
