@@ -15,7 +15,8 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit,
+    PyTypeError, PyValueError,
 };
 use pyo3::gc::PyVisit;
 use pyo3::intern;
@@ -30,6 +31,7 @@ use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
+use crate::protocol_methods;
 use crate::py_bytes::{recv_new_bytes, recv_scratch, ByteView};
 use crate::stream_feed;
 use crate::sys::net;
@@ -330,6 +332,29 @@ impl StreamTransport {
     /// A receive into a lent buffer (or a stream's): `Some(n)` bytes
     /// received, or `None` once end of stream, a would-block or a read error
     /// has been dealt with.
+    /// `sock.recv_into(buf)` through the socket object, for a buffer the
+    /// native receive cannot take; would-block as an io error, as the
+    /// native receive gives it.
+    fn recv_into_by_socket(
+        slf: &Bound<'_, Self>,
+        buf: &Bound<'_, PyAny>,
+    ) -> PyResult<std::io::Result<usize>> {
+        let py = slf.py();
+        let Some(sock) = slf.get()._sock(py) else {
+            return Ok(Err(std::io::Error::from_raw_os_error(libc::EBADF)));
+        };
+        match sock.bind(py).call_method1(intern!(py, "recv_into"), (buf,)) {
+            Ok(n) => Ok(Ok(n.extract()?)),
+            Err(err)
+                if err.is_instance_of::<PyBlockingIOError>(py)
+                    || err.is_instance_of::<PyInterruptedError>(py) =>
+            {
+                Ok(Err(std::io::ErrorKind::WouldBlock.into()))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     fn received_into_buffer(
         slf: &Bound<'_, Self>,
         received: std::io::Result<usize>,
@@ -430,16 +455,15 @@ impl StreamTransport {
         let py = slf.py();
         let minus_one = (-1i32).into_pyobject(py)?.into_any();
         let lent = call::call(py, get_buffer, &[&minus_one]).and_then(|buf| {
-            let view = ByteView::write(&buf)?;
-            if view.len() == 0 {
+            if buf.len()? == 0 {
                 return Err(PyRuntimeError::new_err(
                     "get_buffer() returned an empty buffer",
                 ));
             }
-            Ok(view)
+            Ok(buf)
         });
-        let view = match lent {
-            Ok(view) => view,
+        let buf = match lent {
+            Ok(buf) => buf,
             Err(err) => {
                 return Self::fatal_error(
                     slf,
@@ -448,9 +472,23 @@ impl StreamTransport {
                 )
             }
         };
-        // SAFETY: the view is writable for `len` bytes while it is held.
-        let received = unsafe { net::recv(slf.get().fd, view.as_ptr(), view.len()) };
-        drop(view);
+        let received = match ByteView::write(&buf) {
+            Ok(view) => {
+                // SAFETY: the view is writable for `len` bytes while held.
+                let received = unsafe { net::recv(slf.get().fd, view.as_ptr(), view.len()) };
+                drop(view);
+                received
+            }
+            // Not a buffer this can receive into: the socket's own
+            // recv_into() receives, or raises what asyncio's transport gets
+            // from it (a read-only buffer's TypeError, say).
+            Err(_) => match Self::recv_into_by_socket(slf, &buf) {
+                Ok(received) => received,
+                Err(err) => {
+                    return Self::fatal_error(slf, err, "Fatal read error on socket transport")
+                }
+            },
+        };
         let Some(nbytes) = Self::received_into_buffer(slf, received)? else {
             return Ok(());
         };
@@ -700,25 +738,25 @@ impl StreamTransport {
 
     fn set_protocol_impl(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let reader = if protocol.is_instance(buffered_protocol_type(py)?)? {
-            let get_buffer = protocol.getattr(intern!(py, "get_buffer"))?;
-            let buffer_updated = protocol.getattr(intern!(py, "buffer_updated"))?;
-            match TlsPump::owning(&get_buffer, &buffer_updated) {
+            let get_buffer = protocol_methods::method(protocol, intern!(py, "get_buffer"))?;
+            let buffer_updated = protocol_methods::method(protocol, intern!(py, "buffer_updated"))?;
+            match TlsPump::owning(get_buffer.bind(py), buffer_updated.bind(py)) {
                 Some(pump) => Reader::Tls {
                     pump: pump.unbind(),
                 },
                 None => Reader::Buffered {
-                    get_buffer: get_buffer.unbind(),
-                    buffer_updated: buffer_updated.unbind(),
+                    get_buffer,
+                    buffer_updated,
                 },
             }
         } else if stream_feed::applies(protocol) {
             Reader::Stream {
                 protocol: protocol.clone().unbind(),
-                data_received: protocol.getattr(intern!(py, "data_received"))?.unbind(),
+                data_received: protocol_methods::method(protocol, intern!(py, "data_received"))?,
             }
         } else {
             Reader::Data {
-                data_received: protocol.getattr(intern!(py, "data_received"))?.unbind(),
+                data_received: protocol_methods::method(protocol, intern!(py, "data_received"))?,
             }
         };
         let protocol = protocol.clone().unbind();
@@ -892,12 +930,20 @@ impl StreamTransport {
         let lost = this.write_checks(py, "write")?;
         let view = match ByteView::read(data) {
             Ok(view) => view,
-            // asyncio fails in send(): the connection ends with the error
-            // (a non-contiguous memoryview, say), write() itself returns.
-            Err(err) if lost.is_none() => {
-                return Self::fatal_error(slf, err, "Fatal write error on socket transport")
+            Err(err) => {
+                // asyncio's `if not data: return` comes first: a released
+                // memoryview raises there, an empty one returns.
+                if data.len()? == 0 {
+                    return Ok(());
+                }
+                return match lost {
+                    Some(conn_lost) => this.note_write_after_loss(py, conn_lost),
+                    // asyncio fails in send(): the connection ends with
+                    // the error (a non-contiguous memoryview, say), and
+                    // write() itself returns.
+                    None => Self::fatal_error(slf, err, "Fatal write error on socket transport"),
+                };
             }
-            Err(err) => return Err(err),
         };
         if view.len() == 0 {
             return Ok(());

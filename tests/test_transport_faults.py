@@ -410,7 +410,15 @@ BAD_DATA_CASES = {
     "writelines-not-iterable": ("writelines", lambda: 5),
     "writelines-non-contiguous-memoryview": ("writelines", lambda: [memoryview(b"abcdef")[::2]]),
     "writelines-empty": ("writelines", lambda: []),
+    "write-released-memoryview": ("write", lambda: released_memoryview()),
+    "writelines-released-memoryview": ("writelines", lambda: [released_memoryview()]),
 }
+
+
+def released_memoryview():
+    view = memoryview(b"abc")
+    view.release()
+    return view
 
 
 @pytest.mark.parametrize("side", ["client", "subclass"])
@@ -439,6 +447,96 @@ def test_bad_write_data_is_handled_as_asyncio_does(loop, stdlib_loop, case, side
 
     expected = stdlib_loop.run_until_complete(scenario())
     assert loop.run_until_complete(scenario()) == expected
+
+
+class WithoutDataReceived:
+    """A duck-typed protocol (not an asyncio.Protocol) with no
+    data_received: a client that only writes, say."""
+
+    __init__ = Recorder.__init__
+    connection_made = Recorder.connection_made
+    eof_received = Recorder.eof_received
+    connection_lost = Recorder.connection_lost
+    kinds = Recorder.kinds
+
+
+class ReadOnlyBuffer(asyncio.BufferedProtocol):
+    """Lends a buffer that cannot be received into."""
+
+    __init__ = Recorder.__init__
+    connection_made = Recorder.connection_made
+    eof_received = Recorder.eof_received
+    connection_lost = Recorder.connection_lost
+    kinds = Recorder.kinds
+
+    def __init__(self, buffer):
+        Recorder.__init__(self)
+        self.buffer = buffer
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.events.append(("updated",))
+
+
+PROTOCOLS_FAILING_ON_DATA = {
+    "no-data_received": WithoutDataReceived,
+    "get_buffer-gives-bytes": lambda: ReadOnlyBuffer(b"read-only"),
+    "get_buffer-gives-a-read-only-view": lambda: ReadOnlyBuffer(memoryview(b"read-only")),
+    "get_buffer-gives-no-buffer": lambda: ReadOnlyBuffer([0] * 8),
+}
+
+
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
+@pytest.mark.parametrize("case", list(PROTOCOLS_FAILING_ON_DATA))
+def test_a_protocol_that_cannot_take_data_fails_when_data_comes(loop, stdlib_loop, case, side):
+    """asyncio looks a protocol's data methods up, and receives into its
+    buffer, only when data arrives: such a protocol is accepted, can write,
+    and the connection fails on the first data, through the exception
+    handler, with asyncio's message and exception."""
+    factory = PROTOCOLS_FAILING_ON_DATA[case]
+
+    async def scenario():
+        errors = record_errors()
+        proto, peer, server = await open_transport(side, "tcp", factory, None)
+        with peer:
+            proto.transport.write(b"before")
+            peer.sendall(b"data")
+            await lost_exactly_once(proto)
+            received = await in_thread(recv_until_end, peer)
+        await close_server(server)
+        handled = [(ctx.get("message"), type(ctx.get("exception")).__name__,
+                    str(ctx.get("exception"))) for ctx in errors]  # fmt: skip
+        return handled, proto.kinds(), received
+
+    expected = stdlib_loop.run_until_complete(scenario())
+    assert len(expected[0]) == 1 and expected[0][0][0].startswith("Fatal"), expected
+    # (The end the peer sees varies: a reset when the data was left unread.)
+    assert expected[2][0] == b"before", expected
+    assert loop.run_until_complete(scenario()) == expected
+
+
+def test_set_protocol_takes_a_protocol_without_data_methods(loop, stdlib_loop):
+    """set_protocol() stores what it is given, as asyncio's does; the
+    lookup happens when data comes."""
+
+    async def scenario():
+        errors = record_errors()
+        proto, peer, _ = await open_transport("client", "tcp", Recorder, None)
+        with peer:
+            transport = proto.transport
+            transport.set_protocol(None)
+            assert transport.get_protocol() is None
+            transport.set_protocol(proto)  # data flows to it again
+            peer.sendall(b"x")
+            await wait_until(lambda: proto.data, what="the data")
+            transport.close()
+            await lost_exactly_once(proto)
+        return [ctx.get("message") for ctx in errors], proto.kinds(), bytes(proto.data)
+
+    expected = stdlib_loop.run_until_complete(scenario())
+    assert loop.run_until_complete(scenario()) == expected == ([], ["made", "data", ("lost", "NoneType")], b"x")
 
 
 # ---------------------------------------------------------------------------

@@ -126,7 +126,12 @@ class ExecutorMixin:
         executor."""
         resolve = self._getaddrinfo_logged if self._debug else socket.getaddrinfo
         try:
-            numeric = numeric_addrinfo(host, port, family, type or socket.SOCK_STREAM, proto)
+            # Only a name can be numeric; anything else goes to the resolver,
+            # whose error is asyncio's (numeric_addrinfo's checks would
+            # fail differently, as create_connection's do on asyncio).
+            numeric = isinstance(host, (str, bytes)) and numeric_addrinfo(
+                host, port, family, type or socket.SOCK_STREAM, proto
+            )
         except UnicodeError:
             # asyncio's getaddrinfo has no shortcut that decodes the name:
             # one Python's IDNA 2003 codec rejects (an IDNA 2008 name given
