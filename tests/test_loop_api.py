@@ -2431,6 +2431,19 @@ def test_getaddrinfo_hands_any_name_to_the_resolver_as_given(loop, monkeypatch, 
     assert seen == [host]
 
 
+@pytest.mark.parametrize("host", [5, 1.5, ["127.0.0.1"], bytearray(b"127.0.0.1")],
+                         ids=["int", "float", "list", "bytearray"])  # fmt: skip
+def test_getaddrinfo_of_a_host_that_is_not_a_name_fails_as_the_resolver_does(
+    loop, stdlib_loop, host
+):
+    """asyncio hands any host to socket.getaddrinfo, whose TypeError the
+    caller gets (no numeric shortcut's own error)."""
+    got = outcome(loop.run_until_complete, loop.getaddrinfo(host, 80))
+    expected = outcome(stdlib_loop.run_until_complete, stdlib_loop.getaddrinfo(host, 80))
+    assert got == expected
+    assert expected[0] is TypeError and "getaddrinfo() argument 1" in expected[1]
+
+
 # ---------------------------------------------------------------------------
 # The package entry points (policy, install, run)
 # ---------------------------------------------------------------------------
