@@ -19,7 +19,7 @@ use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyTuple};
 use pyo3::PyTraverseError;
 
 use crate::clock;
@@ -57,6 +57,9 @@ pub struct LoopCore {
     closed: AtomicBool,
     stopping: AtomicBool,
     debug: AtomicBool,
+    /// What `set_debug` was given when it was not a bool: asyncio's
+    /// `get_debug` returns the value itself. None for a bool.
+    debug_value: GilCell<Option<Py<PyAny>>>,
     /// Set while the loop may block in the poller; `call_soon_threadsafe`
     /// writes to the waker only then, so a busy loop is never woken.
     sleeping: AtomicBool,
@@ -121,6 +124,17 @@ impl LoopCore {
     #[inline]
     pub(crate) fn debug(&self) -> bool {
         self.debug.load(Relaxed)
+    }
+
+    /// What `set_debug` was given (`get_debug()`, `loop._debug`).
+    pub(crate) fn debug_value<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self
+            .debug_value
+            .with(py, |value| value.as_ref().map(|v| v.clone_ref(py)))
+        {
+            Some(value) => value.into_bound(py),
+            None => PyBool::new(py, self.debug()).to_owned().into_any(),
+        }
     }
 
     pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
@@ -883,6 +897,7 @@ impl LoopCore {
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            debug_value: GilCell::new(None),
             sleeping: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
             loop_cpu: AtomicI64::new(-1),
@@ -1076,19 +1091,26 @@ impl LoopCore {
         self.closed.load(Relaxed)
     }
 
-    pub(crate) fn get_debug(&self) -> bool {
-        self.debug()
+    pub(crate) fn get_debug<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.debug_value(py)
     }
 
     #[getter(_debug)]
-    fn debug_attr(&self) -> bool {
-        self.debug()
+    fn debug_attr<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.debug_value(py)
     }
 
     /// Any truth value, as asyncio stores whatever `set_debug` is given.
     #[setter(_debug)]
     fn set_debug_attr(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug.store(enabled.is_truthy()?, Relaxed);
+        let py = enabled.py();
+        let truth = enabled.is_truthy()?;
+        let kept = (!enabled.is_instance_of::<PyBool>()).then(|| enabled.clone().unbind());
+        let previous = self
+            .debug_value
+            .with(py, |value| std::mem::replace(value, kept));
+        self.debug.store(truth, Relaxed);
+        drop(previous);
         Ok(())
     }
 
@@ -1387,6 +1409,9 @@ impl LoopCore {
         self.future_kwargs
             .try_with(|k| visit.call(k.as_ref()))
             .unwrap_or(Ok(()))?;
+        self.debug_value
+            .try_with(|v| visit.call(v.as_ref()))
+            .unwrap_or(Ok(()))?;
         self.bound_call_soon
             .try_with(|m| visit.call(m.as_ref()))
             .unwrap_or(Ok(()))
@@ -1403,5 +1428,6 @@ impl LoopCore {
         drop(self.tracer.try_take());
         drop(self.future_kwargs.try_take());
         drop(self.bound_call_soon.try_take());
+        drop(self.debug_value.try_take());
     }
 }

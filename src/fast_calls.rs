@@ -553,8 +553,7 @@ fn wrong_call(parsed: PyResult<Parsed<'_, 0>>) -> PyErr {
 // get_debug is called once per Future and Task made (CPython's C Future
 // asks its loop for the debug flag); create_future once per future awaited.
 noargs_entry!(get_debug, unattached, LoopCore.get_debug, |py, slf| {
-    let debug = LoopCore::get_debug(slf.get());
-    Ok(PyBool::new(py, debug).to_owned())
+    Ok(slf.get().debug_value(py))
 });
 noargs_entry!(
     create_future,

@@ -1802,6 +1802,20 @@ def test_debug_mode_defaults_like_asyncio_and_set_debug_toggles_it(loop, stdlib_
     assert loop.get_debug() is False
 
 
+@pytest.mark.parametrize("value", ["x", 1, 0, None, [], [0]], ids=repr)
+def test_get_debug_returns_what_set_debug_was_given(loop, stdlib_loop, value):
+    """asyncio stores set_debug's argument as it is; its truth decides
+    whether debug mode is on (here: whether a handle records its origin)."""
+    for lp in (stdlib_loop, loop):
+        lp.set_debug(value)
+        assert lp.get_debug() is value
+        handle = lp.call_soon(print)
+        assert bool(handle._source_traceback) is bool(value)
+        handle.cancel()
+        lp.set_debug(False)
+        assert lp.get_debug() is False
+
+
 @pytest.mark.parametrize("debug", [True, False])
 def test_run_with_debug_argument_sets_the_loop_debug_mode(run, debug):
     async def main():
