@@ -19,7 +19,6 @@ mod handles;
 mod loop_stats;
 mod method_descriptor;
 mod prefetch;
-mod protocol_methods;
 mod py_bytes;
 mod py_helpers;
 mod sock_object;

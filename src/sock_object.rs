@@ -13,7 +13,7 @@
 //! `fileno()` and `gettimeout()` (open and closed; timeouts of 0, 2.5 s and
 //! none) before it is relied on; otherwise the methods are called.
 
-use std::mem::size_of;
+use std::mem::{align_of, size_of};
 use std::os::fd::RawFd;
 use std::os::raw::c_int;
 
@@ -25,9 +25,17 @@ use pyo3::sync::PyOnceLock;
 /// `_socket.socket`, if its layout was checked to be the expected one.
 static CHECKED_TYPE: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
 
-/// Byte offsets of the two fields, after the object header.
+/// `offset` rounded up to a multiple of `align`, as a C compiler lays out
+/// the next field.
+const fn aligned(offset: usize, align: usize) -> usize {
+    offset.div_ceil(align) * align
+}
+
+/// Byte offsets of the two fields: the fd right after the object header;
+/// the timeout after three more `int`s and the error handler's pointer.
 const FD_OFFSET: usize = size_of::<ffi::PyObject>();
-const TIMEOUT_OFFSET: usize = FD_OFFSET + 4 * size_of::<c_int>() + size_of::<*const ()>();
+const HANDLER_OFFSET: usize = aligned(FD_OFFSET + 4 * size_of::<c_int>(), align_of::<*const ()>());
+const TIMEOUT_OFFSET: usize = aligned(HANDLER_OFFSET + size_of::<*const ()>(), align_of::<i64>());
 
 /// Reads the `sock_fd` field.
 ///
@@ -44,8 +52,15 @@ unsafe fn read_fd(sock: &Bound<'_, PyAny>) -> RawFd {
 /// # Safety
 /// As `read_fd`.
 unsafe fn read_timeout(sock: &Bound<'_, PyAny>) -> i64 {
-    // SAFETY: per the contract, the timeout is at this (8-aligned) offset.
-    unsafe { *sock.as_ptr().cast::<u8>().add(TIMEOUT_OFFSET).cast::<i64>() }
+    // SAFETY: per the contract, the timeout is at this offset (read
+    // unaligned: the check reads it before the layout is known).
+    unsafe {
+        sock.as_ptr()
+            .cast::<u8>()
+            .add(TIMEOUT_OFFSET)
+            .cast::<i64>()
+            .read_unaligned()
+    }
 }
 
 fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
@@ -102,8 +117,11 @@ pub(crate) struct SockFields {
 
 impl SockFields {
     pub(crate) fn for_socket(sock: &Bound<'_, PyAny>) -> PyResult<SockFields> {
+        // The object's real type, not isinstance(), which a `__class__`
+        // property (a mock, a proxy) can answer for an object of another
+        // layout.
         let direct = match checked_type(sock.py()) {
-            Some(ty) => sock.is_instance(ty)?,
+            Some(ty) => sock.get_type().is_subclass(ty)?,
             None => false,
         };
         Ok(SockFields { direct })

@@ -31,7 +31,6 @@ use crate::event_loop::LoopCore;
 use crate::fd_registry::Direction;
 use crate::gil_cell::GilCell;
 use crate::handles::{Handle, NativeSpec};
-use crate::protocol_methods;
 use crate::py_bytes::{recv_new_bytes, recv_scratch, ByteView};
 use crate::stream_feed;
 use crate::sys::net;
@@ -55,47 +54,33 @@ const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// asyncio warns once a closed transport has been written to this often.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
-/// How the protocol takes incoming data, with its methods looked up once.
+/// How the protocol takes incoming data. Its methods are looked up at each
+/// read, as asyncio does: a protocol may lack them until data comes, and a
+/// program (or a test's mock) may replace them on the instance or class.
 enum Reader {
-    Data {
-        data_received: Py<PyAny>,
-    },
+    /// `data_received(data)`.
+    Data { protocol: Py<PyAny> },
     /// asyncio's own StreamReaderProtocol: data goes straight into its
     /// StreamReader (see `stream_feed`), or to `data_received` when that
     /// does not apply.
-    Stream {
-        protocol: Py<PyAny>,
-        data_received: Py<PyAny>,
-    },
-    Buffered {
-        get_buffer: Py<PyAny>,
-        buffer_updated: Py<PyAny>,
-    },
+    Stream { protocol: Py<PyAny> },
+    /// `get_buffer(-1)`, then `buffer_updated(nbytes)`.
+    Buffered { protocol: Py<PyAny> },
     /// ferroloop's TLS layer: received straight into its buffer.
-    Tls {
-        pump: Py<TlsPump>,
-    },
+    Tls { pump: Py<TlsPump> },
 }
 
 impl Reader {
     fn clone_ref(&self, py: Python<'_>) -> Reader {
         match self {
-            Reader::Data { data_received } => Reader::Data {
-                data_received: data_received.clone_ref(py),
-            },
-            Reader::Stream {
-                protocol,
-                data_received,
-            } => Reader::Stream {
+            Reader::Data { protocol } => Reader::Data {
                 protocol: protocol.clone_ref(py),
-                data_received: data_received.clone_ref(py),
             },
-            Reader::Buffered {
-                get_buffer,
-                buffer_updated,
-            } => Reader::Buffered {
-                get_buffer: get_buffer.clone_ref(py),
-                buffer_updated: buffer_updated.clone_ref(py),
+            Reader::Stream { protocol } => Reader::Stream {
+                protocol: protocol.clone_ref(py),
+            },
+            Reader::Buffered { protocol } => Reader::Buffered {
+                protocol: protocol.clone_ref(py),
             },
             Reader::Tls { pump } => Reader::Tls {
                 pump: pump.clone_ref(py),
@@ -299,15 +284,9 @@ impl StreamTransport {
         });
         match reader {
             None => Ok(()),
-            Some(Reader::Data { data_received }) => Self::read_data(slf, data_received.bind(py)),
-            Some(Reader::Stream {
-                protocol,
-                data_received,
-            }) => Self::read_stream(slf, protocol.bind(py), data_received.bind(py)),
-            Some(Reader::Buffered {
-                get_buffer,
-                buffer_updated,
-            }) => Self::read_into_buffer(slf, get_buffer.bind(py), buffer_updated.bind(py)),
+            Some(Reader::Data { protocol }) => Self::read_data(slf, protocol.bind(py)),
+            Some(Reader::Stream { protocol }) => Self::read_stream(slf, protocol.bind(py)),
+            Some(Reader::Buffered { protocol }) => Self::read_into_buffer(slf, protocol.bind(py)),
             Some(Reader::Tls { pump }) => Self::read_into_tls(slf, pump.bind(py)),
         }
     }
@@ -329,9 +308,6 @@ impl StreamTransport {
         Self::after_buffer_updated(slf, pump.buffer_updated(py, nbytes))
     }
 
-    /// A receive into a lent buffer (or a stream's): `Some(n)` bytes
-    /// received, or `None` once end of stream, a would-block or a read error
-    /// has been dealt with.
     /// `sock.recv_into(buf)` through the socket object, for a buffer the
     /// native receive cannot take; would-block as an io error, as the
     /// native receive gives it.
@@ -355,6 +331,9 @@ impl StreamTransport {
         }
     }
 
+    /// A receive into a lent buffer (or a stream's): `Some(n)` bytes
+    /// received, or `None` once end of stream, a would-block or a read error
+    /// has been dealt with.
     fn received_into_buffer(
         slf: &Bound<'_, Self>,
         received: std::io::Result<usize>,
@@ -381,7 +360,7 @@ impl StreamTransport {
         })
     }
 
-    fn read_data(slf: &Bound<'_, Self>, data_received: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let fd = this.fd;
@@ -400,7 +379,8 @@ impl StreamTransport {
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf);
         }
-        match call::call(py, data_received, &[data.as_any()]) {
+        let data_received = intern!(py, "data_received");
+        match call::call_method(py, protocol, data_received, &[data.as_any()]) {
             Ok(_) => Ok(()),
             Err(err) => Self::fatal_error(
                 slf,
@@ -413,11 +393,7 @@ impl StreamTransport {
     /// `read_data` for asyncio's streams: the data is appended to the
     /// StreamReader's buffer from the read buffer, with no bytes object and
     /// no Python frame, when `stream_feed` can stand in for the protocol.
-    fn read_stream(
-        slf: &Bound<'_, Self>,
-        protocol: &Bound<'_, PyAny>,
-        data_received: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    fn read_stream(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let fed = stream_feed::target(protocol).and_then(|target| match target {
             stream_feed::Target::DataReceived => Ok(None),
             stream_feed::Target::Nowhere => {
@@ -434,7 +410,7 @@ impl StreamTransport {
             }
         });
         let received = match fed {
-            Ok(None) => return Self::read_data(slf, data_received),
+            Ok(None) => return Self::read_data(slf, protocol),
             Ok(Some(received)) => received,
             Err(err) => {
                 return Self::fatal_error(
@@ -447,14 +423,11 @@ impl StreamTransport {
         Self::received_into_buffer(slf, received).map(drop)
     }
 
-    fn read_into_buffer(
-        slf: &Bound<'_, Self>,
-        get_buffer: &Bound<'_, PyAny>,
-        buffer_updated: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
+    fn read_into_buffer(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let minus_one = (-1i32).into_pyobject(py)?.into_any();
-        let lent = call::call(py, get_buffer, &[&minus_one]).and_then(|buf| {
+        let get_buffer = intern!(py, "get_buffer");
+        let lent = call::call_method(py, protocol, get_buffer, &[&minus_one]).and_then(|buf| {
             if buf.len()? == 0 {
                 return Err(PyRuntimeError::new_err(
                     "get_buffer() returned an empty buffer",
@@ -493,7 +466,9 @@ impl StreamTransport {
             return Ok(());
         };
         let nbytes = nbytes.into_pyobject(py)?.into_any();
-        Self::after_buffer_updated(slf, call::call(py, buffer_updated, &[&nbytes]).map(drop))
+        let buffer_updated = intern!(py, "buffer_updated");
+        let updated = call::call_method(py, protocol, buffer_updated, &[&nbytes]);
+        Self::after_buffer_updated(slf, updated.map(drop))
     }
 
     /// The peer finished sending: `eof_received()` decides whether the
@@ -737,27 +712,18 @@ impl StreamTransport {
     }
 
     fn set_protocol_impl(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let owned = protocol.clone().unbind();
         let reader = if protocol.is_instance(buffered_protocol_type(py)?)? {
-            let get_buffer = protocol_methods::method(protocol, intern!(py, "get_buffer"))?;
-            let buffer_updated = protocol_methods::method(protocol, intern!(py, "buffer_updated"))?;
-            match TlsPump::owning(get_buffer.bind(py), buffer_updated.bind(py)) {
+            match Self::tls_pump_of(protocol) {
                 Some(pump) => Reader::Tls {
                     pump: pump.unbind(),
                 },
-                None => Reader::Buffered {
-                    get_buffer,
-                    buffer_updated,
-                },
+                None => Reader::Buffered { protocol: owned },
             }
         } else if stream_feed::applies(protocol) {
-            Reader::Stream {
-                protocol: protocol.clone().unbind(),
-                data_received: protocol_methods::method(protocol, intern!(py, "data_received"))?,
-            }
+            Reader::Stream { protocol: owned }
         } else {
-            Reader::Data {
-                data_received: protocol_methods::method(protocol, intern!(py, "data_received"))?,
-            }
+            Reader::Data { protocol: owned }
         };
         let protocol = protocol.clone().unbind();
         let previous = self.state.with(py, |st| {
@@ -765,6 +731,15 @@ impl StreamTransport {
         });
         drop(previous);
         Ok(())
+    }
+
+    /// The TLS layer's pump, if `protocol`'s buffer methods are the TLS
+    /// layer's own (looked up now: it never replaces them).
+    fn tls_pump_of<'py>(protocol: &Bound<'py, PyAny>) -> Option<Bound<'py, TlsPump>> {
+        let py = protocol.py();
+        let get_buffer = protocol.getattr(intern!(py, "get_buffer")).ok()?;
+        let buffer_updated = protocol.getattr(intern!(py, "buffer_updated")).ok()?;
+        TlsPump::owning(&get_buffer, &buffer_updated)
     }
 
     /// `write()`'s data as bytes the transport can send: `bytes` shared,
@@ -1228,21 +1203,11 @@ impl StreamTransport {
                     visit.call(high)?;
                 }
                 match &st.reader {
-                    Some(Reader::Data { data_received }) => visit.call(data_received)?,
-                    Some(Reader::Stream {
-                        protocol,
-                        data_received,
-                    }) => {
-                        visit.call(protocol)?;
-                        visit.call(data_received)?;
-                    }
-                    Some(Reader::Buffered {
-                        get_buffer,
-                        buffer_updated,
-                    }) => {
-                        visit.call(get_buffer)?;
-                        visit.call(buffer_updated)?;
-                    }
+                    Some(
+                        Reader::Data { protocol }
+                        | Reader::Stream { protocol }
+                        | Reader::Buffered { protocol },
+                    ) => visit.call(protocol)?,
                     Some(Reader::Tls { pump }) => visit.call(pump)?,
                     None => {}
                 }

@@ -291,3 +291,32 @@ def test_blocking_mode_is_judged_at_every_call(loop):
         assert run(loop, main()) == [
             b"x", b"y", refused, refused, b"x", b"y", refused, refused, b"x", b"y",
         ]  # fmt: skip
+
+
+def test_an_object_passing_for_a_socket_is_not_read_as_one(loop_factory):
+    """ferroloop reads a socket's fd and timeout from the socket object's
+    memory; an object whose ``__class__`` says socket.socket (a mock, a
+    proxy) has another layout and must be asked through its methods."""
+    if loop_factory.name != "ferroloop":
+        pytest.skip("ferroloop's native path")
+
+    class PassesForASocket:
+        __slots__ = ("a", "b", "c", "d")  # zeros where a socket keeps fd and timeout
+
+        @property
+        def __class__(self):
+            return socket.socket
+
+        def fileno(self):
+            return -1
+
+        def gettimeout(self):
+            return None  # blocking: the native path must decline it
+
+    fake = PassesForASocket()
+    assert isinstance(fake, socket.socket)
+    lp = loop_factory()
+    try:
+        assert lp._sock_recv_native(fake, 10) is None
+    finally:
+        lp.close()

@@ -461,9 +461,9 @@ class WithoutDataReceived:
 
 
 class ReadOnlyBuffer(asyncio.BufferedProtocol):
-    """Lends a buffer that cannot be received into."""
+    """Lends the buffer it is given (one that cannot be received into, in
+    the tests of failures)."""
 
-    __init__ = Recorder.__init__
     connection_made = Recorder.connection_made
     eof_received = Recorder.eof_received
     connection_lost = Recorder.connection_lost
@@ -515,6 +515,65 @@ def test_a_protocol_that_cannot_take_data_fails_when_data_comes(loop, stdlib_loo
     # (The end the peer sees varies: a reset when the data was left unread.)
     assert expected[2][0] == b"before", expected
     assert loop.run_until_complete(scenario()) == expected
+
+
+@pytest.mark.parametrize("side", ["server", "client", "subclass"])
+def test_data_methods_replaced_after_connection_are_the_ones_called(loop, stdlib_loop, side):
+    """asyncio looks data_received up at each read: a replacement on the
+    instance (as mock.patch.object does) or on the class is called from
+    the next read on, and removing the instance's falls back to the
+    class's."""
+
+    class Protocol(Recorder):
+        pass
+
+    async def scenario():
+        proto, peer, server = await open_transport(side, "tcp", Protocol, None)
+        seen = []
+
+        async def send(data):
+            peer.sendall(data)
+            await wait_until(lambda: seen and seen[-1][1] == data, what="the data")
+
+        with peer:
+            Protocol.data_received = lambda self, data: seen.append(("class", data))
+            await send(b"1")
+            proto.data_received = lambda data: seen.append(("instance", data))
+            await send(b"2")
+            del proto.data_received
+            await send(b"3")
+            proto.transport.close()
+            await lost_exactly_once(proto)
+        await close_server(server)
+        return seen
+
+    expected = [("class", b"1"), ("instance", b"2"), ("class", b"3")]
+    assert stdlib_loop.run_until_complete(scenario()) == expected
+    assert loop.run_until_complete(scenario()) == expected
+
+
+def test_buffer_methods_replaced_after_connection_are_the_ones_called(loop, stdlib_loop):
+    """The same for a BufferedProtocol's get_buffer and buffer_updated."""
+
+    class Protocol(ReadOnlyBuffer):
+        pass
+
+    async def scenario():
+        proto, peer, _ = await open_transport("client", "tcp",
+                                              lambda: Protocol(bytearray(16)), None)  # fmt: skip
+        lent = bytearray(16)
+        updates = []
+        with peer:
+            proto.get_buffer = lambda hint: lent
+            proto.buffer_updated = lambda nbytes: updates.append(bytes(lent[:nbytes]))
+            peer.sendall(b"abc")
+            await wait_until(lambda: updates, what="the data")
+            proto.transport.close()
+            await lost_exactly_once(proto)
+        return updates
+
+    assert stdlib_loop.run_until_complete(scenario()) == [b"abc"]
+    assert loop.run_until_complete(scenario()) == [b"abc"]
 
 
 def test_set_protocol_takes_a_protocol_without_data_methods(loop, stdlib_loop):
