@@ -150,12 +150,35 @@ fn with_scratch<T, R>(
 
 /// A contiguous byte view of any buffer-protocol object, released on drop.
 pub struct ByteView {
-    view: Box<ffi::Py_buffer>,
+    inner: View,
+}
+
+enum View {
+    /// An exact `bytes` object's own storage, which cannot change while
+    /// the object lives (the reference held here): no buffer to request
+    /// and release, and no `Py_buffer` to allocate, on every write.
+    Bytes {
+        _owner: Py<PyAny>,
+        ptr: *const u8,
+        len: usize,
+    },
+    /// Boxed so it never moves between the request and its release.
+    Buffer(Box<ffi::Py_buffer>),
 }
 
 impl ByteView {
     /// Read-only view (`bytes`, `bytearray`, `memoryview`, ...).
     pub fn read(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
+        if let Ok(bytes) = obj.cast_exact::<PyBytes>() {
+            let data = bytes.as_bytes();
+            return Ok(ByteView {
+                inner: View::Bytes {
+                    _owner: obj.clone().unbind(),
+                    ptr: data.as_ptr(),
+                    len: data.len(),
+                },
+            });
+        }
         Self::get(obj, ffi::PyBUF_SIMPLE)
     }
 
@@ -172,33 +195,45 @@ impl ByteView {
             if ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) != 0 {
                 return Err(take_raised(obj.py()));
             }
-            Ok(ByteView { view })
+            Ok(ByteView {
+                inner: View::Buffer(view),
+            })
         }
     }
 
     pub fn len(&self) -> usize {
-        self.view.len as usize
+        match &self.inner {
+            View::Bytes { len, .. } => *len,
+            View::Buffer(view) => view.len as usize,
+        }
     }
 
+    /// The first byte; writable only for a view made by [`ByteView::write`].
     pub fn as_ptr(&self) -> *mut u8 {
-        self.view.buf as *mut u8
+        match &self.inner {
+            View::Bytes { ptr, .. } => ptr.cast_mut(),
+            View::Buffer(view) => view.buf.cast::<u8>(),
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {
         if self.len() == 0 {
             return &[];
         }
-        // SAFETY: the exporter guarantees `len` readable bytes at `buf`
-        // while the view is held.
+        // SAFETY: the object guarantees `len` readable bytes at the pointer
+        // while the view (and so the object) is held.
         unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
     }
 }
 
 impl Drop for ByteView {
     fn drop(&mut self) {
-        // SAFETY: the view was filled by a successful PyObject_GetBuffer;
-        // views are only created and dropped with the GIL held.
-        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+        if let View::Buffer(view) = &mut self.inner {
+            // SAFETY: the view was filled by a successful
+            // PyObject_GetBuffer; views are only created and dropped with
+            // the GIL held.
+            unsafe { ffi::PyBuffer_Release(&mut **view) };
+        }
     }
 }
 
