@@ -41,6 +41,7 @@ use pyo3::{ffi, PyTraverseError};
 use crate::call::{self, take_raised};
 use crate::gil_cell::GilCell;
 use crate::py_bytes::ByteView;
+use crate::stream_feed;
 use crate::stream_transport::StreamTransport;
 
 /// The stdlib objects the data path compares against, looked up once.
@@ -122,6 +123,11 @@ pub struct TlsPump {
     view: Py<PyAny>,
     pinned: PinnedBuffer,
     max_size: Py<PyAny>,
+    /// The application protocol last given plaintext, weakly (it refers to
+    /// the TLS protocol, which holds this pump), and whether it is asyncio's
+    /// StreamReaderProtocol whose reader takes the data directly
+    /// (`stream_feed::applies`, checked once per protocol).
+    app_feed: GilCell<Option<(Py<PyWeakrefReference>, bool)>>,
 }
 
 /// An export of the receive buffer, held for the pump's lifetime: while it
@@ -368,13 +374,53 @@ impl TlsPump {
                 )?
             };
             let app = proto.get(intern!(py, "_app_protocol"))?;
-            method(&app, intern!(py, "data_received"), &[&data])?;
+            self.deliver(&app, &data)?;
         }
         if close_notify {
             method(&proto.obj, intern!(py, "_call_eof_received"), &[])?;
             method(&proto.obj, intern!(py, "_start_shutdown"), &[])?;
         }
         Ok(())
+    }
+
+    /// `app.data_received(data)`; for asyncio's streams, what it would do,
+    /// done by `stream_feed` (the data appended to the StreamReader's
+    /// buffer) without the two Python calls.
+    fn deliver(&self, app: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = app.py();
+        if let (true, Ok(bytes)) = (self.feeds_streams(app), data.cast::<PyBytes>()) {
+            match stream_feed::target(app)? {
+                stream_feed::Target::Nowhere => return Ok(()),
+                stream_feed::Target::Reader { reader, buffer } => {
+                    stream_feed::append(&buffer, bytes.as_bytes())?;
+                    return stream_feed::after_append(&reader, &buffer);
+                }
+                stream_feed::Target::DataReceived => {}
+            }
+        }
+        method(app, intern!(py, "data_received"), &[data]).map(drop)
+    }
+
+    /// `stream_feed::applies(app)`, remembered for the last protocol.
+    fn feeds_streams(&self, app: &Bound<'_, PyAny>) -> bool {
+        let py = app.py();
+        let known = self.app_feed.with(py, |cached| {
+            cached.as_ref().and_then(|(weak, feeds)| {
+                let same = weak.bind(py).upgrade().is_some_and(|known| known.is(app));
+                same.then_some(*feeds)
+            })
+        });
+        if let Some(feeds) = known {
+            return feeds;
+        }
+        let feeds = stream_feed::applies(app);
+        if let Ok(weak) = PyWeakrefReference::new(app) {
+            let previous = self
+                .app_feed
+                .with(py, |cached| cached.replace((weak.unbind(), feeds)));
+            drop(previous);
+        }
+        feeds
     }
 
     /// `_do_write`: the backlog through the TLS object, as far as it goes.
@@ -562,6 +608,7 @@ impl TlsPump {
             outgoing: outgoing.unbind(),
             view: view.unbind(),
             max_size: proto.getattr(intern!(py, "max_size"))?.unbind(),
+            app_feed: GilCell::new(None),
         })
     }
 
@@ -709,6 +756,9 @@ impl TlsPump {
         }
         visit.call(&self.proto)?;
         visit.call(&self.app_transport)?;
+        self.app_feed
+            .try_with(|cached| visit.call(cached.as_ref().map(|(weak, _)| weak)))
+            .unwrap_or(Ok(()))?;
         self.tls
             .try_with(|t| match t {
                 Some(t) => {
@@ -726,5 +776,6 @@ impl TlsPump {
     fn __clear__(&self) {
         drop(self.tls.try_take());
         drop(self.sink.try_take());
+        drop(self.app_feed.try_take());
     }
 }

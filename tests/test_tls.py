@@ -1842,6 +1842,54 @@ def test_pause_reading_holds_the_peer_back(run, server_ctx, client_ctx):
         run(main())
 
 
+def test_a_stream_reader_over_tls_is_bounded_by_its_limit(run, server_ctx, client_ctx):
+    """asyncio's StreamReader pauses its transport once it holds more than
+    twice its limit: over TLS too, a reader that does not read keeps a
+    bounded buffer while the peer is held back, and reading delivers every
+    byte in order, then the end of the stream."""
+    total, limit = 4 << 20, 64 << 10
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        progress = {"written": 0}
+
+        async def handle(reader, writer):
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                       64 << 10)  # fmt: skip
+            data = random.Random(11).randbytes(total)
+            for i in range(0, total, 32 << 10):
+                writer.write(data[i:i + (32 << 10)])
+                await writer.drain()
+                progress["written"] = i + (32 << 10)
+            writer.close()
+            await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, server.sockets[0].getsockname())
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=client_ctx, server_hostname="localhost", limit=limit)
+        await asyncio.sleep(0.3)
+        held = len(reader._buffer)
+        assert reader._paused
+        assert held <= 2 * limit + (256 << 10), held  # what one TLS read may add
+        assert progress["written"] < total // 2
+        received = bytearray()
+        while chunk := await reader.read(1 << 16):
+            received += chunk
+        assert received == random.Random(11).randbytes(total)
+        assert reader.at_eof()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    with no_leaks():
+        run(main())
+
+
 def test_sendfile_over_tls_uses_the_fallback(run, server_ctx, client_ctx, tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
