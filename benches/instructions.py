@@ -1,7 +1,8 @@
 """Instructions per operation of the deterministic micro-benchmarks, for every loop.
 
     python benches/instructions.py [--loops asyncio,uvloop,rloop,rsloop,ferroloop]
-        [--only call_soon,call_later,tasks,futures,udp_echo] [--scale 0.1] [--timeout 180]
+        [--only call_soon,call_later,tasks,futures,udp_echo,sock_echo,stream_echo,
+                protocol_echo,tls_echo] [--scale 0.1] [--timeout 180]
 
 Wall-clock figures on a shared virtual machine swing with the host: the
 same run can be twice as fast a minute later (see run.py's speed probe).
@@ -34,7 +35,8 @@ sys.path.insert(0, str(HERE))
 import micro  # noqa: E402  (the benchmarks themselves, and their amounts of work)
 
 DEFAULT_LOOPS = "asyncio,uvloop,rloop,rsloop,ferroloop"
-DETERMINISTIC = ("call_soon", "call_later", "tasks", "futures", "udp_echo")
+DETERMINISTIC = ("call_soon", "call_later", "tasks", "futures", "udp_echo", "sock_echo",
+                 "stream_echo", "protocol_echo", "tls_echo")
 COLLECTED = re.compile(r"Collected\s*:\s*([\d,]+)")
 
 
@@ -47,6 +49,10 @@ def operations(name):
         "tasks": micro.TASKS * micro.YIELDS,
         "futures": micro.FUTURES,
         "udp_echo": micro.UDP_ROUNDS,
+        "sock_echo": micro.ECHO_ROUNDS,
+        "stream_echo": micro.ECHO_ROUNDS,
+        "protocol_echo": micro.ECHO_ROUNDS,
+        "tls_echo": micro.TLS_ROUNDS,
     }[name]
 
 

@@ -16,6 +16,7 @@ import functools
 import importlib
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +33,7 @@ EXECUTOR = 20_000
 SLEEPERS = 20_000
 TLS_ROUNDS, TLS_SIZE = 5_000, 1024
 UDP_ROUNDS, UDP_SIZE = 20_000, 100
+ECHO_ROUNDS, ECHO_SIZE = 20_000, 1024
 
 
 def make_loop(name):
@@ -234,10 +236,107 @@ async def udp_echo():
     return UDP_ROUNDS
 
 
+async def sock_echo():
+    """1 KiB round trips over loopback TCP with loop.sock_recv and
+    loop.sock_sendall on both ends, one message in flight: the sock_* echo
+    rows' work in one process (no kernel or client time is counted apart)."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    for sock in (client, server):
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def echo():
+        while data := await loop.sock_recv(server, 65536):
+            await loop.sock_sendall(server, data)
+
+    echoing = loop.create_task(echo())
+    message = os.urandom(ECHO_SIZE)
+    for _ in range(ECHO_ROUNDS):
+        await loop.sock_sendall(client, message)
+        got = 0
+        while got < ECHO_SIZE:
+            got += len(await loop.sock_recv(client, 65536))
+    client.close()
+    await echoing
+    server.close()
+    return ECHO_ROUNDS
+
+
+async def stream_echo():
+    """1 KiB round trips over loopback TCP through asyncio's streams
+    (start_server, open_connection, read, write, drain), one in flight."""
+
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    message = os.urandom(ECHO_SIZE)
+    for _ in range(ECHO_ROUNDS):
+        writer.write(message)
+        await writer.drain()
+        got = 0
+        while got < ECHO_SIZE:
+            got += len(await reader.read(65536))
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return ECHO_ROUNDS
+
+
+async def protocol_echo():
+    """1 KiB round trips over loopback TCP between two asyncio.Protocols
+    (create_server, create_connection), one in flight."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    message = os.urandom(ECHO_SIZE)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Client(Echo):
+        rounds = got = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.write(message)
+
+        def data_received(self, data):
+            self.got += len(data)
+            if self.got < ECHO_SIZE:
+                return
+            self.got = 0
+            self.rounds += 1
+            if self.rounds == ECHO_ROUNDS:
+                done.set_result(None)
+            else:
+                self.transport.write(message)
+
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    transport, _ = await loop.create_connection(Client, *server.sockets[0].getsockname()[:2])
+    await done
+    transport.close()
+    server.close()
+    await server.wait_closed()
+    return ECHO_ROUNDS
+
+
 BENCHMARKS = {
     f.__name__: f
     for f in (call_soon, call_later, tasks, futures, call_soon_threadsafe, run_in_executor,
-              gather_sleeps, tls_echo, udp_echo)  # fmt: skip
+              gather_sleeps, tls_echo, udp_echo, sock_echo, stream_echo, protocol_echo)  # fmt: skip
 }
 
 
@@ -261,12 +360,12 @@ def run_one(loop_name, name, measured=True):
 def scale_work(factor):
     """Multiplies the fixed amounts of work by ``factor`` (at least 1 each)."""
     global CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS
-    global UDP_ROUNDS
+    global UDP_ROUNDS, ECHO_ROUNDS
     (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS,
-     UDP_ROUNDS) = (
+     UDP_ROUNDS, ECHO_ROUNDS) = (
         max(1, int(n * factor))
         for n in (CALL_SOON, TIMERS, TASKS, FUTURES, THREADSAFE, EXECUTOR, SLEEPERS, TLS_ROUNDS,
-                  UDP_ROUNDS)
+                  UDP_ROUNDS, ECHO_ROUNDS)
     )  # fmt: skip
 
 

@@ -10,13 +10,19 @@
 //! cost more than the work they do, on every read of every stream.
 //!
 //! When the protocol and its reader are exactly asyncio's classes, with
-//! asyncio's own methods (checked when the protocol is set, like the bound
-//! `data_received` the transport otherwise keeps), the transport does the
-//! same steps here, in the same order, through the same attributes. Anything
+//! asyncio's own methods, the transport does the same steps here, in the
+//! same order, through the same attributes. The classes' methods are
+//! checked at every read, cheaply (CPython changes a class's version tag
+//! whenever the class or a base is modified, so a patch made mid-connection
+//! is seen as asyncio's own lookups would see it); methods replaced on the
+//! protocol or reader object itself are checked once, when the protocol is
+//! set (a known gap: the README lists it). Anything
 //! else takes the ordinary `data_received` call: a subclass, a patched or
 //! overridden method, a reader that is not a `StreamReader`, a reader at
 //! end of stream (whose `feed_data` raises), a buffer that is not a
 //! `bytearray`. These methods read and write the same on CPython 3.10-3.13.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::ffi;
@@ -58,6 +64,67 @@ fn has_asyncio_method(obj: &Bound<'_, PyAny>, name: &str, qualname: &str) -> boo
         .is_ok_and(|func| is_asyncio_streams_function(&func, qualname))
 }
 
+/// The version tags of StreamReaderProtocol and StreamReader (high and low
+/// half) when their methods were last found to be asyncio's; 0 otherwise.
+static VERIFIED_TAGS: AtomicU64 = AtomicU64::new(0);
+
+/// CPython's version tag of `ty`: set when a lookup caches the class's
+/// attributes, reset to 0 by any change to the class or its bases, then
+/// given a new, never reused value by the next lookup.
+fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
+    // SAFETY: a field of a live type object, read with the GIL held.
+    unsafe { (*ty.as_type_ptr()).tp_version_tag }
+}
+
+fn version_tags(protocol_type: &Bound<'_, PyType>, reader_type: &Bound<'_, PyType>) -> u64 {
+    let (p, r) = (version_tag(protocol_type), version_tag(reader_type));
+    if p == 0 || r == 0 {
+        return 0;
+    }
+    (u64::from(p) << 32) | u64::from(r)
+}
+
+/// Whether StreamReaderProtocol's `_stream_reader` and `data_received`,
+/// and StreamReader's `feed_data` and `_wakeup_waiter`, are asyncio's own:
+/// looked up only when either class changed since the last time they were.
+fn classes_are_asyncios(py: Python<'_>) -> bool {
+    let (Ok(protocol_type), Ok(reader_type)) =
+        (stream_reader_protocol_type(py), stream_reader_type(py))
+    else {
+        return false;
+    };
+    let tags = version_tags(protocol_type, reader_type);
+    if tags != 0 && tags == VERIFIED_TAGS.load(Relaxed) {
+        return true;
+    }
+    let class_function = |ty: &Bound<'_, PyType>, name: &str, qualname: &str| {
+        ty.getattr(name)
+            .is_ok_and(|func| is_asyncio_streams_function(&func, qualname))
+    };
+    let property_is_asyncios = protocol_type
+        .getattr(intern!(py, "_stream_reader"))
+        .and_then(|prop| prop.getattr(intern!(py, "fget")))
+        .is_ok_and(|fget| {
+            is_asyncio_streams_function(&fget, "StreamReaderProtocol._stream_reader")
+        });
+    let asyncios = property_is_asyncios
+        && class_function(
+            protocol_type,
+            "data_received",
+            "StreamReaderProtocol.data_received",
+        )
+        && class_function(reader_type, "feed_data", "StreamReader.feed_data")
+        && class_function(reader_type, "_wakeup_waiter", "StreamReader._wakeup_waiter");
+    // The lookups gave both classes a tag again, if they can have one.
+    let verified = if asyncios {
+        version_tags(protocol_type, reader_type)
+    } else {
+        0
+    };
+    VERIFIED_TAGS.store(verified, Relaxed);
+    asyncios
+}
+
 /// Whether data for `protocol` can be appended here rather than through its
 /// `data_received`: the protocol is exactly asyncio's StreamReaderProtocol
 /// and its reader exactly asyncio's StreamReader, neither with a method
@@ -73,13 +140,7 @@ pub(crate) fn applies(protocol: &Bound<'_, PyAny>) -> bool {
     if !protocol.get_type().is(protocol_type) {
         return false;
     }
-    let property_is_asyncios = protocol_type
-        .getattr(intern!(py, "_stream_reader"))
-        .and_then(|prop| prop.getattr(intern!(py, "fget")))
-        .is_ok_and(|fget| {
-            is_asyncio_streams_function(&fget, "StreamReaderProtocol._stream_reader")
-        });
-    if !property_is_asyncios
+    if !classes_are_asyncios(py)
         || !has_asyncio_method(
             protocol,
             "data_received",
@@ -130,6 +191,9 @@ pub(crate) enum Target<'py> {
 /// before reading it.
 pub(crate) fn target<'py>(protocol: &Bound<'py, PyAny>) -> PyResult<Target<'py>> {
     let py = protocol.py();
+    if !classes_are_asyncios(py) {
+        return Ok(Target::DataReceived);
+    }
     let Some(reader) = reader_of(protocol)? else {
         return Ok(Target::Nowhere);
     };

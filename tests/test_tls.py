@@ -1890,6 +1890,56 @@ def test_a_stream_reader_over_tls_is_bounded_by_its_limit(run, server_ctx, clien
         run(main())
 
 
+@pytest.mark.parametrize("over", ["tcp", "tls"])
+@pytest.mark.parametrize("method", ["StreamReader.feed_data",
+                                    "StreamReaderProtocol.data_received"])  # fmt: skip
+def test_stream_methods_patched_on_the_class_mid_connection_are_called(
+    run, server_ctx, client_ctx, over, method
+):
+    """asyncio's streams look their methods up at each read: a method
+    patched on the class while the connection is open (as mock.patch does)
+    is called from the next read on, on both ends, and the original again
+    once the patch is undone."""
+    cls = getattr(asyncio, method.split(".")[0])
+    name = method.split(".")[1]
+    original = cls.__dict__[name]
+    seen = []
+
+    def patched(self, data):
+        seen.append(bytes(data))
+        return original(self, data)
+
+    async def main():
+        async def echo(reader, writer):
+            while data := await reader.read(100):
+                writer.write(data)
+            writer.close()
+
+        tls = over == "tls"
+        server = await asyncio.start_server(echo, "127.0.0.1", 0,
+                                            ssl=server_ctx if tls else None)  # fmt: skip
+        reader, writer = await asyncio.open_connection(
+            *server.sockets[0].getsockname()[:2], ssl=client_ctx if tls else None,
+            server_hostname="localhost" if tls else None)  # fmt: skip
+        got = []
+        for data, patch in ((b"d0", False), (b"d1", True), (b"d2", False)):
+            if patch:
+                setattr(cls, name, patched)
+            try:
+                writer.write(data)
+                got.append(await asyncio.wait_for(reader.readexactly(2), TIMEOUT))
+            finally:
+                setattr(cls, name, original)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(main()) == [b"d0", b"d1", b"d2"]
+    assert seen == [b"d1", b"d1"]  # the server's read, then the client's
+
+
 def test_sendfile_over_tls_uses_the_fallback(run, server_ctx, client_ctx, tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
