@@ -1940,6 +1940,72 @@ def test_stream_methods_patched_on_the_class_mid_connection_are_called(
     assert seen == [b"d1", b"d1"]  # the server's read, then the client's
 
 
+class _RaisingWaiter:
+    def cancelled(self):
+        raise ValueError("waiter")
+
+
+class _TransportWithoutPause:
+    def pause_reading(self):
+        raise NotImplementedError
+
+
+STREAM_READER_STATES = {
+    "at-eof": lambda reader: reader.feed_eof(),
+    "buffer-replaced-by-bytes": lambda reader: setattr(reader, "_buffer", b""),
+    "buffer-replaced-by-another": lambda reader: setattr(reader, "_buffer", bytearray(b"pre:")),
+    "waiter-raising": lambda reader: setattr(reader, "_waiter", _RaisingWaiter()),
+    "transport-without-pause": lambda reader: (setattr(reader, "_transport",
+                                                       _TransportWithoutPause()),
+                                               setattr(reader, "_limit", 0)),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("state", list(STREAM_READER_STATES))
+def test_data_for_a_stream_reader_in_an_odd_state_over_tls(loop, stdlib_loop, server_ctx,
+                                                           client_ctx, state):  # fmt: skip
+    """Plaintext for asyncio's StreamReader goes through feed_data's steps
+    (ferroloop takes them natively): a reader at end of stream, with its
+    buffer or waiter replaced, or whose transport cannot pause, ends the
+    same way as on asyncio, errors and all."""
+
+    async def scenario():
+        errors = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda lp, ctx: errors.append((ctx["message"], repr(ctx.get("exception")))))
+
+        async def handle(reader, writer):
+            for i in range(2):
+                await reader.readexactly(1)
+                writer.write(b"d%d" % i)
+                await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            lambda: protocol, *server.sockets[0].getsockname()[:2], ssl=client_ctx,
+            server_hostname="localhost")  # fmt: skip
+        transport.write(b"x")
+        first = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        STREAM_READER_STATES[state](reader)
+        transport.write(b"x")
+        await asyncio.sleep(0.3)
+        outcome = (first, bytes(reader._buffer), reader._eof, reader._paused,
+                   type(reader._transport).__name__, repr(reader._exception),
+                   transport.is_closing(), errors)  # fmt: skip
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return outcome
+
+    expected = stdlib_loop.run_until_complete(scenario())
+    assert expected[0] == b"d0"
+    assert loop.run_until_complete(scenario()) == expected
+
+
 def test_sendfile_over_tls_uses_the_fallback(run, server_ctx, client_ctx, tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
