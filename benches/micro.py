@@ -172,12 +172,15 @@ def _tls_contexts():
 async def tls_echo():
     """1 KiB messages echoed over TLS through streams, one connection."""
     server_ctx, client_ctx = _tls_contexts()
+    served = asyncio.get_running_loop().create_future()
 
     async def echo(reader, writer):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
         writer.close()
+        await writer.wait_closed()
+        served.set_result(None)
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
@@ -190,6 +193,7 @@ async def tls_echo():
         assert await reader.readexactly(TLS_SIZE) == message
     writer.close()
     await writer.wait_closed()
+    await served  # the server's end closed too, before the loop is
     server.close()
     await server.wait_closed()
     return TLS_ROUNDS
@@ -269,12 +273,15 @@ async def sock_echo():
 async def stream_echo():
     """1 KiB round trips over loopback TCP through asyncio's streams
     (start_server, open_connection, read, write, drain), one in flight."""
+    served = asyncio.get_running_loop().create_future()
 
     async def echo(reader, writer):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
         writer.close()
+        await writer.wait_closed()
+        served.set_result(None)
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
@@ -287,6 +294,7 @@ async def stream_echo():
             got += len(await reader.read(65536))
     writer.close()
     await writer.wait_closed()
+    await served  # the server's end closed too, before the loop is
     server.close()
     await server.wait_closed()
     return ECHO_ROUNDS
@@ -297,6 +305,7 @@ async def protocol_echo():
     (create_server, create_connection), one in flight."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
+    server_lost = loop.create_future()
     message = os.urandom(ECHO_SIZE)
 
     class Echo(asyncio.Protocol):
@@ -306,12 +315,18 @@ async def protocol_echo():
         def data_received(self, data):
             self.transport.write(data)
 
+        def connection_lost(self, exc):
+            server_lost.set_result(None)
+
     class Client(Echo):
         rounds = got = 0
 
         def connection_made(self, transport):
             self.transport = transport
             transport.write(message)
+
+        def connection_lost(self, exc):
+            pass
 
         def data_received(self, data):
             self.got += len(data)
@@ -328,6 +343,7 @@ async def protocol_echo():
     transport, _ = await loop.create_connection(Client, *server.sockets[0].getsockname()[:2])
     await done
     transport.close()
+    await server_lost  # the server's end closed too, before the loop is
     server.close()
     await server.wait_closed()
     return ECHO_ROUNDS

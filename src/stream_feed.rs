@@ -29,7 +29,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyString, PyType};
+use pyo3::types::{PyBool, PyByteArray, PyType};
 
 use crate::call::{call_method, owned_or_raised, take_raised};
 
@@ -44,16 +44,26 @@ fn stream_reader_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 }
 
 /// Whether `func` is the function asyncio.streams defines as `qualname`
-/// (not a replacement patched onto the class or the instance).
+/// (not a replacement patched onto the class or the instance). A wrapper
+/// made with `functools.wraps` copies the module and qualified names, so
+/// the function must also have been defined in that module: its globals
+/// are the module's.
 fn is_asyncio_streams_function(func: &Bound<'_, PyAny>, qualname: &str) -> bool {
     let py = func.py();
-    let named = |attr: &Bound<'_, PyString>, expected: &str| {
-        func.getattr(attr)
-            .and_then(|value| value.extract::<String>())
-            .is_ok_and(|value| value == expected)
+    let Ok(module_dict) = py
+        .import(intern!(py, "asyncio.streams"))
+        .map(|module| module.dict())
+    else {
+        return false;
     };
-    named(intern!(py, "__module__"), "asyncio.streams")
-        && named(intern!(py, "__qualname__"), qualname)
+    let defined_there = func
+        .getattr(intern!(py, "__globals__"))
+        .is_ok_and(|globals| globals.is(&module_dict));
+    defined_there
+        && func
+            .getattr(intern!(py, "__qualname__"))
+            .and_then(|value| value.extract::<String>())
+            .is_ok_and(|value| value == qualname)
 }
 
 /// Whether `obj.name` is asyncio's own method `qualname`, bound to `obj`.
@@ -70,7 +80,9 @@ static VERIFIED_TAGS: AtomicU64 = AtomicU64::new(0);
 
 /// CPython's version tag of `ty`: set when a lookup caches the class's
 /// attributes, reset to 0 by any change to the class or its bases, then
-/// given a new, never reused value by the next lookup.
+/// given a new value by the next lookup (while the class may still have
+/// one: 3.12+ stop after 1,000 changes of a class, leaving 0, and every
+/// read then checks the functions again).
 fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
     // SAFETY: a field of a live type object, read with the GIL held.
     unsafe { (*ty.as_type_ptr()).tp_version_tag }
@@ -191,7 +203,8 @@ pub(crate) enum Target<'py> {
 /// before reading it.
 pub(crate) fn target<'py>(protocol: &Bound<'py, PyAny>) -> PyResult<Target<'py>> {
     let py = protocol.py();
-    if !classes_are_asyncios(py) {
+    // The protocol's class too: `__class__` may be reassigned.
+    if !protocol.get_type().is(stream_reader_protocol_type(py)?) || !classes_are_asyncios(py) {
         return Ok(Target::DataReceived);
     }
     let Some(reader) = reader_of(protocol)? else {

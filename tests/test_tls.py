@@ -14,6 +14,7 @@ requires the same result, and also pins the key expectation directly.
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import os
@@ -1890,16 +1891,18 @@ def test_a_stream_reader_over_tls_is_bounded_by_its_limit(run, server_ctx, clien
         run(main())
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "functools.wraps"])
 @pytest.mark.parametrize("over", ["tcp", "tls"])
 @pytest.mark.parametrize("method", ["StreamReader.feed_data",
                                     "StreamReaderProtocol.data_received"])  # fmt: skip
 def test_stream_methods_patched_on_the_class_mid_connection_are_called(
-    run, server_ctx, client_ctx, over, method
+    run, server_ctx, client_ctx, over, method, wrapped
 ):
     """asyncio's streams look their methods up at each read: a method
     patched on the class while the connection is open (as mock.patch does)
     is called from the next read on, on both ends, and the original again
-    once the patch is undone."""
+    once the patch is undone; also a wrapper that carries the original's
+    names (functools.wraps, as instrumentation libraries make)."""
     cls = getattr(asyncio, method.split(".")[0])
     name = method.split(".")[1]
     original = cls.__dict__[name]
@@ -1908,6 +1911,9 @@ def test_stream_methods_patched_on_the_class_mid_connection_are_called(
     def patched(self, data):
         seen.append(bytes(data))
         return original(self, data)
+
+    if wrapped:
+        patched = functools.wraps(original)(patched)
 
     async def main():
         async def echo(reader, writer):
@@ -1938,6 +1944,46 @@ def test_stream_methods_patched_on_the_class_mid_connection_are_called(
 
     assert run(main()) == [b"d0", b"d1", b"d2"]
     assert seen == [b"d1", b"d1"]  # the server's read, then the client's
+
+
+@pytest.mark.parametrize("over", ["tcp", "tls"])
+def test_a_stream_protocol_given_another_class_mid_connection(run, server_ctx, client_ctx,
+                                                              over):  # fmt: skip
+    """A StreamReaderProtocol whose ``__class__`` is reassigned to a
+    subclass while connected has the subclass's data_received called from
+    the next read on, as asyncio's lookup finds it."""
+    seen = []
+
+    class Watched(asyncio.StreamReaderProtocol):
+        def data_received(self, data):
+            seen.append(bytes(data))
+            super().data_received(data)
+
+    async def main():
+        async def echo(reader, writer):
+            while data := await reader.read(100):
+                writer.write(data)
+            writer.close()
+
+        tls = over == "tls"
+        server = await asyncio.start_server(echo, "127.0.0.1", 0,
+                                            ssl=server_ctx if tls else None)  # fmt: skip
+        reader, writer = await asyncio.open_connection(
+            *server.sockets[0].getsockname()[:2], ssl=client_ctx if tls else None,
+            server_hostname="localhost" if tls else None)  # fmt: skip
+        writer.write(b"d0")
+        got = [await asyncio.wait_for(reader.readexactly(2), TIMEOUT)]
+        writer._protocol.__class__ = Watched
+        writer.write(b"d1")
+        got.append(await asyncio.wait_for(reader.readexactly(2), TIMEOUT))
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(main()) == [b"d0", b"d1"]
+    assert seen == [b"d1"]
 
 
 class _RaisingWaiter:
@@ -1979,7 +2025,7 @@ def test_data_for_a_stream_reader_in_an_odd_state_over_tls(loop, stdlib_loop, se
                 await reader.readexactly(1)
                 writer.write(b"d%d" % i)
                 await writer.drain()
-            await asyncio.sleep(0.2)
+            await reader.read()  # until the client closes: no end of stream before
             writer.close()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
@@ -1995,7 +2041,7 @@ def test_data_for_a_stream_reader_in_an_odd_state_over_tls(loop, stdlib_loop, se
         await asyncio.sleep(0.3)
         outcome = (first, bytes(reader._buffer), reader._eof, reader._paused,
                    type(reader._transport).__name__, repr(reader._exception),
-                   transport.is_closing(), errors)  # fmt: skip
+                   transport.is_closing(), list(errors))  # fmt: skip
         transport.close()
         server.close()
         await server.wait_closed()
