@@ -960,9 +960,9 @@ impl StreamTransport {
         }
         let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
         for item in &items {
-            if Self::check_write_data(item).is_err() {
-                // Any buffer is accepted, anything else fails as asyncio's
-                // memoryview(data) does.
+            // asyncio takes memoryview(data) of each: anything that is not
+            // a buffer, or a released memoryview, raises there.
+            if Self::check_write_data(item).is_err() || item.is_instance_of::<PyMemoryView>() {
                 PyMemoryView::from(item)?;
             }
         }
