@@ -169,9 +169,10 @@ def _tls_contexts():
     return server, client
 
 
-async def tls_echo():
-    """1 KiB messages echoed over TLS through streams, one connection."""
-    server_ctx, client_ctx = _tls_contexts()
+def _stream_echo_handler():
+    """A start_server handler echoing until end of stream, and a future
+    set once its end of the connection has closed (so a benchmark can
+    wait for it before its loop closes)."""
     served = asyncio.get_running_loop().create_future()
 
     async def echo(reader, writer):
@@ -181,6 +182,14 @@ async def tls_echo():
         writer.close()
         await writer.wait_closed()
         served.set_result(None)
+
+    return echo, served
+
+
+async def tls_echo():
+    """1 KiB messages echoed over TLS through streams, one connection."""
+    server_ctx, client_ctx = _tls_contexts()
+    echo, served = _stream_echo_handler()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
@@ -273,15 +282,7 @@ async def sock_echo():
 async def stream_echo():
     """1 KiB round trips over loopback TCP through asyncio's streams
     (start_server, open_connection, read, write, drain), one in flight."""
-    served = asyncio.get_running_loop().create_future()
-
-    async def echo(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-        served.set_result(None)
+    echo, served = _stream_echo_handler()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])

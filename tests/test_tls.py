@@ -1891,6 +1891,24 @@ def test_a_stream_reader_over_tls_is_bounded_by_its_limit(run, server_ctx, clien
         run(main())
 
 
+async def stream_echo_connection(over, server_ctx, client_ctx):
+    """(server, reader, writer): asyncio streams connected to an echo
+    server, over plain TCP or TLS (``over`` is "tcp" or "tls")."""
+
+    async def echo(reader, writer):
+        while data := await reader.read(100):
+            writer.write(data)
+        writer.close()
+
+    tls = over == "tls"
+    server = await asyncio.start_server(echo, "127.0.0.1", 0,
+                                        ssl=server_ctx if tls else None)  # fmt: skip
+    reader, writer = await asyncio.open_connection(
+        *server.sockets[0].getsockname()[:2], ssl=client_ctx if tls else None,
+        server_hostname="localhost" if tls else None)  # fmt: skip
+    return server, reader, writer
+
+
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "functools.wraps"])
 @pytest.mark.parametrize("over", ["tcp", "tls"])
 @pytest.mark.parametrize("method", ["StreamReader.feed_data",
@@ -1916,17 +1934,7 @@ def test_stream_methods_patched_on_the_class_mid_connection_are_called(
         patched = functools.wraps(original)(patched)
 
     async def main():
-        async def echo(reader, writer):
-            while data := await reader.read(100):
-                writer.write(data)
-            writer.close()
-
-        tls = over == "tls"
-        server = await asyncio.start_server(echo, "127.0.0.1", 0,
-                                            ssl=server_ctx if tls else None)  # fmt: skip
-        reader, writer = await asyncio.open_connection(
-            *server.sockets[0].getsockname()[:2], ssl=client_ctx if tls else None,
-            server_hostname="localhost" if tls else None)  # fmt: skip
+        server, reader, writer = await stream_echo_connection(over, server_ctx, client_ctx)
         got = []
         for data, patch in ((b"d0", False), (b"d1", True), (b"d2", False)):
             if patch:
@@ -1960,17 +1968,7 @@ def test_a_stream_protocol_given_another_class_mid_connection(run, server_ctx, c
             super().data_received(data)
 
     async def main():
-        async def echo(reader, writer):
-            while data := await reader.read(100):
-                writer.write(data)
-            writer.close()
-
-        tls = over == "tls"
-        server = await asyncio.start_server(echo, "127.0.0.1", 0,
-                                            ssl=server_ctx if tls else None)  # fmt: skip
-        reader, writer = await asyncio.open_connection(
-            *server.sockets[0].getsockname()[:2], ssl=client_ctx if tls else None,
-            server_hostname="localhost" if tls else None)  # fmt: skip
+        server, reader, writer = await stream_echo_connection(over, server_ctx, client_ctx)
         writer.write(b"d0")
         got = [await asyncio.wait_for(reader.readexactly(2), TIMEOUT)]
         writer._protocol.__class__ = Watched
