@@ -17,6 +17,11 @@ pub const LAG_BOUNDS: [f64; 10] = [
 pub struct LoopStats {
     /// Seconds spent inside the poller (waiting for I/O or a timer).
     pub poll_seconds: f64,
+    /// Calls to the poller, and those of them that could block (and so
+    /// gave up the GIL): a loop fed faster than it runs polls without
+    /// sleeping.
+    pub polls: u64,
+    pub sleeps: u64,
     /// Timers per lateness bucket (LAG_BOUNDS, then "more").
     pub lag_histogram: [u64; LAG_BOUNDS.len() + 1],
     /// Seconds inside `run_forever` in total, runs that ended.

@@ -2656,6 +2656,96 @@ def test_ferroloop_runs_what_a_read_woke_without_another_poll():
         loop.close()
 
 
+def _echo_polls(loop, rounds, peer_delay):
+    """Sends `rounds` one-byte messages through a protocol to an echoing
+    peer and returns loop.stats()'s (polls, sleeps) for the exchange. The
+    peer is a protocol on the same loop, or, with peer_delay, a thread that
+    answers each message that many seconds late."""
+    a, b = socket.socketpair()
+    answered = []
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.done = loop.create_future()
+            transport.write(b"?")
+
+        def data_received(self, data):
+            answered.append(data)
+            if len(answered) == rounds:
+                self.done.set_result(None)
+            else:
+                self.transport.write(b"?")
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    def thread_echo():
+        with b:
+            for _ in range(rounds):
+                data = b.recv(1)
+                time.sleep(peer_delay)
+                b.sendall(data)
+
+    async def main():
+        if peer_delay:
+            peer = threading.Thread(target=thread_echo)
+            peer.start()
+        else:
+            await loop.connect_accepted_socket(Echo, b)
+        transport, client = await loop.connect_accepted_socket(Client, a)
+        before = loop.stats()
+        await asyncio.wait_for(client.done, 10)
+        after = loop.stats()
+        transport.close()
+        if peer_delay:
+            await loop.run_in_executor(None, peer.join)
+        return after["polls"] - before["polls"], after["sleeps"] - before["sleeps"]
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_ferroloop_does_not_sleep_while_io_keeps_arriving():
+    """Both ends of a ping-pong on one loop: every poll finds the other
+    end's message already there. Giving up the GIL to block costs more than
+    the poll itself, so ferroloop first looks without blocking and, finding
+    I/O, does not sleep (after an empty look, such as one waiting for the
+    connection, it sleeps for at most 16 polls before it looks again)."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+    try:
+        polls, sleeps = _echo_polls(loop, 300, peer_delay=0)
+    finally:
+        loop.close()
+    assert polls >= 300, polls
+    assert sleeps <= 20, (polls, sleeps)
+
+
+def test_ferroloop_stops_looking_first_for_a_peer_that_answers_late():
+    """A peer that answers in its own time: every look before blocking
+    would find nothing and cost a system call, so after an empty look the
+    loop goes straight to sleep for the next 16 polls."""
+    ferroloop = pytest.importorskip("ferroloop")
+    loop = ferroloop.new_event_loop()
+    rounds = 40
+    try:
+        polls, sleeps = _echo_polls(loop, rounds, peer_delay=0.003)
+    finally:
+        loop.close()
+    assert sleeps >= rounds, (polls, sleeps)
+    # One look in 17 blocking polls, about 3 here; a loop that always
+    # looked would show about 40.
+    assert polls - sleeps <= rounds // 8, (polls, sleeps)
+
+
 # ---- wrong calls fail with asyncio's messages ------------------------------------
 
 

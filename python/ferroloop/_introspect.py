@@ -101,6 +101,8 @@ class IntrospectMixin:
         """What the loop has done so far, as a dict:
 
         ``iterations``, ``callbacks`` (callbacks and task steps run),
+        ``polls`` (calls to the poller) and ``sleeps`` (those that could
+        block: the rest found I/O waiting or had callbacks to run),
         ``poll_seconds`` (waiting in the poller) and ``callback_seconds``
         (everything else while running), ``lag_histogram`` (how late timers
         ran: ``[(upper bound in seconds or None, count), ...]``), ``ready``

@@ -40,6 +40,10 @@ impl Events {
         self.len == 0
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf[..self.len].iter().map(|slot| {
             // SAFETY: the kernel initialised the first `len` entries.
