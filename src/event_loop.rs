@@ -488,11 +488,11 @@ impl LoopCore {
     /// want the GIL, look first without blocking, keeping it. (With
     /// another thread about, a loop that kept the GIL while busy would
     /// hand it over only at the interpreter's switch interval: an executor
-    /// round trip took 10 ms instead of 0.2.) An empty look costs a system call, so
-    /// after one the loop sleeps straight away for the next polls (a lone
-    /// client that answers in its own time pays one look in 17), and
-    /// looks again sooner once a poll shows I/O queueing up: found without
-    /// blocking, or several fds ready at once.
+    /// round trip took 10 ms instead of 0.2.) An empty look costs a system
+    /// call, so after one the loop sleeps straight away for the next polls
+    /// (a lone client that answers in its own time pays one look in 17),
+    /// and looks again sooner once a poll shows I/O queueing up: found
+    /// without blocking, or several fds ready at once.
     fn wait_for_events(
         &self,
         py: Python<'_>,
@@ -1283,8 +1283,9 @@ impl LoopCore {
     }
 
     /// Raw figures for `loop.stats()`: iterations, callbacks run, polls
-    /// and those that could block, seconds polling, seconds in run_forever, the timer-lag histogram (bounds and
-    /// counts), callbacks ready, timers pending, fds registered.
+    /// and those that could block, seconds polling, seconds in
+    /// run_forever, the timer-lag histogram (bounds and counts), callbacks
+    /// ready, timers pending, fds registered.
     fn _native_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (ready, timers, fds, transports, poll, polls, run, hist) = self.state.with(py, |st| {
             (
@@ -1488,20 +1489,34 @@ impl LoopCore {
     }
 }
 
-/// Whether the calling thread's is the interpreter's only thread state.
-/// A thread that waits for the GIL has one (a thread of C code gets one
-/// before it asks), so then no other thread can be kept waiting.
-/// Idle threads count too (an executor's workers), which errs on the side
-/// of giving the GIL up.
+/// Whether the calling thread's state is the only thread state of the
+/// only interpreter. A thread that waits for the GIL has one (a thread of
+/// C code gets one before it asks), so then no other thread can be kept
+/// waiting. Idle threads count too (an executor's workers), which errs on
+/// the side of giving the GIL up. Other interpreters count because before
+/// 3.13 their threads ask their own interpreter to drop a shared GIL, a
+/// request this loop's thread would never see while it kept finding I/O.
 fn alone_in_interpreter(_py: Python<'_>) -> bool {
+    if cfg!(Py_GIL_DISABLED) {
+        // No GIL to keep: blocking costs no hand-over.
+        return false;
+    }
     // SAFETY: the GIL is held (the token), so the interpreter and the
-    // caller's thread state exist. The list is read without CPython's
-    // internal lock: a thread state joining it concurrently may be missed
-    // for this one poll. CPython's threads (and C threads through
-    // PyGILState_Release) leave the list holding the GIL, so the head
-    // read here is not freed under us.
+    // caller's thread state exist. The lists are read without CPython's
+    // internal lock: a thread state or an interpreter joining concurrently
+    // may be missed for this one poll. CPython's threads (and C threads
+    // through PyGILState_Release) leave the list holding the GIL; only
+    // `PyThreadState_Delete` of another thread's cleared state may run
+    // without it, and then the one pointer read from the head could come
+    // from a just-freed block: it is compared, never followed.
     unsafe {
-        let head = ffi::PyInterpreterState_ThreadHead(ffi::PyInterpreterState_Get());
+        let interp = ffi::PyInterpreterState_Get();
+        if ffi::PyInterpreterState_Head() != interp
+            || !ffi::PyInterpreterState_Next(interp).is_null()
+        {
+            return false;
+        }
+        let head = ffi::PyInterpreterState_ThreadHead(interp);
         !head.is_null() && ffi::PyThreadState_Next(head).is_null()
     }
 }

@@ -102,7 +102,8 @@ class IntrospectMixin:
 
         ``iterations``, ``callbacks`` (callbacks and task steps run),
         ``polls`` (calls to the poller) and ``sleeps`` (those that could
-        block: the rest found I/O waiting or had callbacks to run),
+        block, giving up the GIL; the others had callbacks to run or only
+        looked for I/O, see the README's Benchmarks),
         ``poll_seconds`` (waiting in the poller) and ``callback_seconds``
         (everything else while running), ``lag_histogram`` (how late timers
         ran: ``[(upper bound in seconds or None, count), ...]``), ``ready``
