@@ -1493,12 +1493,16 @@ impl LoopCore {
 /// only interpreter. A thread that waits for the GIL has one (a thread of
 /// C code gets one before it asks), so then no other thread can be kept
 /// waiting. Idle threads count too (an executor's workers), which errs on
-/// the side of giving the GIL up. Other interpreters count because before
-/// 3.13 their threads ask their own interpreter to drop a shared GIL, a
-/// request this loop's thread would never see while it kept finding I/O.
+/// the side of giving the GIL up. Other interpreters count too: before
+/// 3.13 a thread of one sharing the GIL asks its own interpreter to drop
+/// it, a request this loop's thread would never see while it kept finding
+/// I/O (from 3.13 it would be served at the switch interval, as another
+/// thread's is); ones with their own GIL are counted as well, to be safe.
 fn alone_in_interpreter(_py: Python<'_>) -> bool {
     if cfg!(Py_GIL_DISABLED) {
-        // No GIL to keep: blocking costs no hand-over.
+        // A free-threaded build keeps the GIL on for this module (it is
+        // declared gil_used), but other threads are not its only users
+        // there: never keep it.
         return false;
     }
     // SAFETY: the GIL is held (the token), so the interpreter and the

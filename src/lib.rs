@@ -47,7 +47,10 @@ fn _handles_built_directly() -> bool {
     handle_alloc::builds_directly()
 }
 
-#[pymodule]
+// Declared GIL-using: the loop's state (GilCell, the handle free list)
+// is shared on the strength of the GIL, so a free-threaded CPython must
+// keep it on while this module is loaded.
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     fast_calls::install(m.py())?;
